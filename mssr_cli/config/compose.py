@@ -1,0 +1,144 @@
+"""Compose the run config from conf/ with Hydra, check it against the schema, explain errors.
+
+Every failure becomes a ``ConfigError`` whose one-line message names the key (or group) and
+the valid choices, so the CLI can print it and exit 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from mssr_cli.config.paths import conf_dir, group_options
+
+GROUPS = ("algo", "model", "data", "train", "logging")
+
+
+class ConfigError(ValueError):
+    """A bad override or config value; the message is meant for the user as is."""
+
+
+def _valid_keys(node: str) -> list[str]:
+    from dataclasses import fields, is_dataclass
+
+    from mssr_cli.config.schema import RootConfig
+
+    cls = RootConfig
+    for part in [p for p in node.split(".") if p]:
+        match = {f.name: f for f in fields(cls)}.get(part)
+        if match is None or not is_dataclass(match.default_factory):
+            return []
+        cls = match.default_factory
+    return [f.name for f in fields(cls)]
+
+
+def _explain_hydra(err: Exception, overrides: list[str]) -> ConfigError:
+    text = str(err)
+    missing = re.search(r"Could not find '([\w\-]+)/([^']+)'", text)
+    if missing:
+        group, option = missing.groups()
+        return ConfigError(f"{group}={option}: unknown {group} option; valid choices: {', '.join(group_options(group))}")
+    unknown = re.search(r"Could not (?:override|append to) '([^']+)'", text) or re.search(r"full_key: (\S+)", text)
+    if unknown and ("not in struct" in text or "Could not override" in text):
+        dotted = unknown.group(1).lstrip("+~")
+        parent, _, leaf = dotted.rpartition(".")
+        where = f"under '{parent}'" if parent else "at the top level"
+        valid = _valid_keys(parent) + ([g for g in GROUPS] if not parent else [])
+        return ConfigError(f"unknown key '{dotted}'; valid keys {where}: {', '.join(sorted(set(valid)))}")
+    first_line = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return ConfigError(f"bad override ({' '.join(overrides)}): {first_line}")
+
+
+def compose(overrides: list[str]):
+    """The resolved, schema-checked config (an OmegaConf DictConfig) for these Hydra overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from mssr_cli.config.schema import RootConfig
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            raw = hydra_compose(config_name="config", overrides=list(overrides))
+    except Exception as err:  # Hydra raises several unrelated types; all are user errors here
+        raise _explain_hydra(err, overrides) from err
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(RootConfig), raw)
+    except OmegaConfBaseException as err:
+        full_key = getattr(err, "full_key", None) or "?"
+        if "Key '" in str(err) and "not in" in str(err):
+            parent = full_key.rpartition(".")[0]
+            raise ConfigError(
+                f"unknown key '{full_key}'; valid keys under '{parent or 'config'}': {', '.join(sorted(_valid_keys(parent)))}"
+            ) from err
+        msg = str(err).strip().splitlines()[0]
+        raise ConfigError(f"{full_key}: {msg}") from err
+    OmegaConf.set_readonly(cfg, False)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg) -> None:
+    """Semantic checks that types cannot express; run before anything heavy loads."""
+    algo, train = cfg.algo, cfg.train
+    choices = {
+        "algo.name": (algo.name, ["grpo"]),
+        "algo.estimator": (algo.estimator, ["grpo"]),
+        "algo.loss_agg": (algo.loss_agg, ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]),
+        "model.dtype": (cfg.model.dtype, ["auto", "float32", "bfloat16", "float16"]),
+        "data.name": (cfg.data.name, group_options("data")),
+        "train.bf16": (str(train.bf16).lower(), ["auto", "true", "false"]),
+        "logging.wandb": (cfg.logging.wandb, ["offline", "online", "disabled"]),
+    }
+    for name, (value, valid) in choices.items():
+        if value not in valid:
+            raise ConfigError(f"{name}={value}: not a valid choice; valid choices: {', '.join(valid)}")
+    g = algo.rollouts_per_prompt
+    if algo.estimator == "grpo" and g < 2:
+        raise ConfigError(
+            f"algo.rollouts_per_prompt={g}: GRPO normalises within a group and needs at least 2 rollouts per prompt"
+        )
+    positive = {
+        "train.max_steps": train.max_steps,
+        "train.rollouts_per_step": train.rollouts_per_step,
+        "train.lr": train.lr,
+        "train.max_completion_length": train.max_completion_length,
+        "algo.rollouts_per_prompt": g,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{name}={value}: must be positive")
+    if train.rollouts_per_step % g:
+        raise ConfigError(
+            f"train.rollouts_per_step={train.rollouts_per_step} is not a multiple of algo.rollouts_per_prompt={g}"
+        )
+    minibatch = train.minibatch_size or train.rollouts_per_step
+    if train.rollouts_per_step % minibatch:
+        raise ConfigError(
+            f"train.minibatch_size={minibatch} must divide train.rollouts_per_step={train.rollouts_per_step}"
+        )
+    micro = train.micro_batch_size or minibatch
+    if minibatch % micro:
+        raise ConfigError(f"train.micro_batch_size={micro} must divide the minibatch size {minibatch}")
+    if not 0 <= algo.clip_low < 1 or algo.clip_high < 0:
+        raise ConfigError(f"algo.clip_low={algo.clip_low} must be in [0, 1) and algo.clip_high >= 0")
+    if algo.dual_clip is not None and algo.dual_clip <= 1 + algo.clip_high:
+        raise ConfigError(f"algo.dual_clip={algo.dual_clip} must exceed 1 + algo.clip_high (or be null)")
+    if cfg.model.name_or_path is None and cfg.model.preset != "tiny":
+        raise ConfigError(f"model.name_or_path is null for preset '{cfg.model.preset}'; only 'tiny' is built locally")
+
+
+def steps_layout(cfg) -> dict[str, int]:
+    """How an RL step maps onto TRL: prompts, optimizer updates and gradient accumulation."""
+    train = cfg.train
+    minibatch = train.minibatch_size or train.rollouts_per_step
+    micro = train.micro_batch_size or minibatch
+    return {
+        "prompts_per_step": train.rollouts_per_step // cfg.algo.rollouts_per_prompt,
+        "updates_per_step": train.rollouts_per_step // minibatch,
+        "micro_batch_size": micro,
+        "grad_accum": minibatch // micro,
+    }

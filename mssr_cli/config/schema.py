@@ -1,0 +1,130 @@
+"""Dataclass schemas behind the YAML in conf/: a typo or a wrong type is an error naming the key.
+
+Plain dataclasses (no OmegaConf import) so ``mssr --help`` can list the keys without loading
+anything heavy. Each field's ``help`` is its one-line documentation (shown by ``--help``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def key(default, help: str):  # noqa: A002 - mirrors argparse's naming
+    """A config field with its one-line help."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class AlgoConfig:
+    name: str = key("grpo", "algorithm: grpo (group baseline); mvsr and mssr come with the single-rollout issue")
+    estimator: str = key("grpo", "advantage estimator: grpo = (r - group mean) / (group std + eps)")
+    rollouts_per_prompt: int = key(8, "G: rollouts sampled per prompt (GRPO needs G >= 2)")
+    clip_low: float = key(0.2, "PPO clip ratio below 1 (epsilon_low)")
+    clip_high: float = key(0.3, "PPO clip ratio above 1 (epsilon_high; > clip_low is clip-higher)")
+    dual_clip: float | None = key(3.0, "dual-clip bound on the ratio for negative advantages; null disables")
+    kl_coef: float = key(0.01, "coefficient of the k3 KL-to-reference loss (0 drops the reference model)")
+    entropy_coef: float = key(0.0, "entropy bonus coefficient in the loss (the paper uses none)")
+    loss_agg: str = key("token_mean", "loss aggregation: token_mean | seq_mean_token_mean | seq_mean_token_sum_norm")
+
+
+@dataclass
+class WarmStartConfig:
+    enabled: bool = key(True, "supervised warm start after building the tiny model (format + some accuracy)")
+    num_examples: int = key(256, "labelled training rows it may use")
+    target_accuracy: float = key(0.25, "stop once greedy accuracy on the check rows reaches this")
+    check_examples: int = key(100, "validation rows used for the stopping check")
+    max_epochs: int = key(60, "cap on epochs if the target is never reached")
+    lr: float = key(2e-3, "AdamW learning rate of the warm start")
+    batch_size: int = key(32, "warm-start batch size")
+    seed: int = key(0, "seed of the built model and its warm start (part of the cache key)")
+
+
+@dataclass
+class ModelConfig:
+    preset: str = key("tiny", "preset name (the model/ config option)")
+    name_or_path: str | None = key(None, "Hugging Face Hub id or local folder; null builds the tiny model")
+    dtype: str = key("auto", "weights dtype: auto (bf16 on a GPU that has it, else fp32) | float32 | bfloat16")
+    min_pixels: int | None = key(None, "image processor lower bound on pixels per image (null: processor default)")
+    max_pixels: int | None = key(None, "image processor upper bound on pixels per image (null: processor default)")
+    freeze_vision: bool = key(False, "freeze the vision tower (the paper trains it)")
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig, metadata={"help": "tiny model warm start"})
+
+
+@dataclass
+class DataConfig:
+    name: str = key("digits", "dataset (the data/ config option)")
+    image_size: int = key(56, "digits: side of the upscaled RGB image in px")
+    num_val: int = key(300, "digits: validation rows (the rest train)")
+    train_limit: int | None = key(None, "use only the first N training rows (null: all)")
+    val_limit: int | None = key(None, "validate on only the first N validation rows (null: all)")
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = key(150, "RL steps (each = one batch of rollouts_per_step rollouts)")
+    rollouts_per_step: int = key(32, "rollouts per RL step = prompts per step x algo.rollouts_per_prompt")
+    minibatch_size: int | None = key(None, "rollouts per optimizer update (null: the whole step, one update)")
+    micro_batch_size: int | None = key(None, "rollouts per forward/backward pass (null: the minibatch)")
+    lr: float = key(1e-6, "AdamW learning rate (constant)")
+    weight_decay: float = key(0.01, "AdamW weight decay")
+    max_grad_norm: float = key(1.0, "gradient clipping norm")
+    temperature: float = key(1.0, "rollout sampling temperature")
+    top_p: float = key(1.0, "rollout nucleus sampling")
+    max_completion_length: int = key(1024, "longest rollout in tokens")
+    eval_every: int = key(25, "validate every N RL steps (and at step 0 and the last step); 0 disables")
+    val_batch_size: int = key(64, "validation generation batch size (greedy)")
+    val_max_new_tokens: int = key(1024, "longest validation answer in tokens")
+    save_every: int = key(50, "checkpoint every N RL steps (and at the end); 0 disables")
+    keep_checkpoints: int = key(2, "how many recent checkpoints to keep")
+    gradient_checkpointing: bool = key(False, "trade compute for memory (slows a tiny model; for 7B on small GPUs)")
+    bf16: str = key("auto", "bf16 mixed precision: auto (when the GPU supports it) | true | false")
+    num_threads: int | None = key(None, "CPU threads for torch (null: the cores this process may use)")
+    use_vllm: bool = key(False, "generate with vLLM (GPU; needs the vllm extra)")
+
+
+@dataclass
+class LoggingConfig:
+    wandb: str = key("offline", "W&B mode: offline (default, never waits on a network) | online | disabled")
+    project: str = key("mssr", "W&B project")
+    entity: str | None = key(None, "W&B entity (team or user)")
+    runs_root: str = key("runs", "folder that receives one sub-folder per run")
+    progress: bool = key(True, "show the rich progress bar")
+
+
+@dataclass
+class RootConfig:
+    seed: int = key(0, "seed of the RL run (sampling, shuffling); the split and the tiny model have their own")
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+# Keys shown under "common keys" in --help.
+COMMON_KEYS = [
+    "seed",
+    "train.max_steps",
+    "train.rollouts_per_step",
+    "train.lr",
+    "train.eval_every",
+    "algo.rollouts_per_prompt",
+    "algo.kl_coef",
+    "logging.wandb",
+]
+
+
+def field_help(dotted: str) -> str:
+    """The one-line help of a dotted key, e.g. ``train.max_steps``."""
+    from dataclasses import fields
+
+    cls, *parts = [RootConfig, *dotted.split(".")]
+    node = cls
+    for i, part in enumerate(parts):
+        match = {f.name: f for f in fields(node)}[part]
+        if i == len(parts) - 1:
+            return match.metadata.get("help", "")
+        node = match.default_factory  # nested dataclass
+    return ""

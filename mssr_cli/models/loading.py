@@ -1,0 +1,108 @@
+"""Load a policy (model + processor) for a model config: the one path for tiny and real presets.
+
+Real presets load a Hub id or a local folder with ``AutoProcessor`` and
+``AutoModelForImageTextToText``; the tiny preset is built once into the cache and then loaded
+through exactly the same two calls.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from mssr_cli.models.cache import cache_dir
+
+TINY_VERSION = 1  # bump when the tiny architecture, tokenizer or warm start changes
+
+
+def tiny_cache_path(model_cfg, data_cfg) -> Path:
+    ws = model_cfg.warm_start
+    tag = f"ws{ws.num_examples}-t{ws.target_accuracy:g}-lr{ws.lr:g}" if ws.enabled else "raw"
+    return cache_dir() / f"tiny-qwen2vl-v{TINY_VERSION}-s{ws.seed}-{tag}-img{data_cfg.image_size}"
+
+
+def build_tiny(model_cfg, data_cfg, folder: Path, progress=None) -> dict:
+    """Build the tiny model, warm-start it, save it to ``folder`` atomically; returns build facts."""
+    from mssr_cli.data.digits import load_digits_split
+    from mssr_cli.models.tiny import build_model, build_processor, build_tokenizer, save_pretrained
+    from mssr_cli.models.warm_start import warm_start
+
+    ws = model_cfg.warm_start
+    tokenizer = build_tokenizer()
+    processor = build_processor(tokenizer)
+    model = build_model(tokenizer, seed=ws.seed)
+    facts = {"parameters": sum(p.numel() for p in model.parameters())}
+    if ws.enabled:
+        train = load_digits_split("train", data_cfg.image_size, data_cfg.num_val, limit=ws.num_examples)
+        check = load_digits_split("validation", data_cfg.image_size, data_cfg.num_val, limit=ws.check_examples)
+        result = warm_start(
+            model,
+            processor,
+            train,
+            check,
+            target_accuracy=ws.target_accuracy,
+            max_epochs=ws.max_epochs,
+            lr=ws.lr,
+            batch_size=ws.batch_size,
+            checks_per_epoch=2,
+            seed=ws.seed,
+            progress=progress,
+        )
+        facts.update(warm_start_accuracy=result.accuracy, warm_start_epochs=result.epochs,
+                     warm_start_reached_target=result.reached_target)
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_pretrained(model, processor, staging)
+    staging.replace(folder)  # atomic: a crash mid-build never leaves a half-written cache entry
+    return facts
+
+
+def resolve_model_path(model_cfg, data_cfg, progress=None, console=None) -> str:
+    """The folder or Hub id to load; builds the tiny model on first use."""
+    if model_cfg.name_or_path:
+        return model_cfg.name_or_path
+    folder = tiny_cache_path(model_cfg, data_cfg)
+    if not (folder / "config.json").exists():
+        from filelock import FileLock
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder) + ".lock"):  # two runs starting together build it once
+            if not (folder / "config.json").exists():
+                if console:
+                    console.print(f"Building the tiny Qwen2-VL into {folder} (once) ...")
+                facts = build_tiny(model_cfg, data_cfg, folder, progress)
+                if console:
+                    console.print(f"Built: {facts}")
+    return str(folder)
+
+
+def load_policy(model_cfg, data_cfg, progress=None, console=None):
+    """(model, processor) ready for training; the processor is checked to be a real VLM processor."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor, ProcessorMixin
+
+    path = resolve_model_path(model_cfg, data_cfg, progress, console)
+    kwargs = {}
+    if model_cfg.min_pixels is not None:
+        kwargs["min_pixels"] = model_cfg.min_pixels
+    if model_cfg.max_pixels is not None:
+        kwargs["max_pixels"] = model_cfg.max_pixels
+    processor = AutoProcessor.from_pretrained(path, **kwargs)
+    # AutoProcessor quietly falls back to a bare tokenizer when the image processor cannot be built
+    # (e.g. torchvision missing); training would then fail far from the cause.
+    if not isinstance(processor, ProcessorMixin) or getattr(processor, "image_processor", None) is None:
+        raise RuntimeError(
+            f"AutoProcessor.from_pretrained({path!r}) returned {type(processor).__name__}, not a vision-language "
+            "processor: check that torchvision is installed and the folder has preprocessor_config.json"
+        )
+    processor.tokenizer.padding_side = "left"
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(model_cfg.dtype)
+    if dtype is None:  # auto
+        dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
+    if model_cfg.freeze_vision:
+        vision = getattr(getattr(model, "model", model), "visual", None)  # Qwen2-VL / Qwen2.5-VL layout
+        if vision is None:
+            raise RuntimeError(f"model.freeze_vision=true but {type(model).__name__} has no .model.visual tower")
+        vision.requires_grad_(False)
+    return model, processor

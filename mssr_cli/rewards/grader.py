@@ -1,0 +1,258 @@
+"""Answer grader: does a completion's final answer match the gold answer?
+
+Rules, in order:
+
+1. Extraction. The answer is the content of the last ``\\boxed{...}`` (or ``\\fbox{...}``)
+   in the completion; failing that, the last ``<answer>...</answer>`` (its boxed content
+   if it holds a box). An unbalanced or empty box or tag means no answer. Free text is
+   never searched for a number: paying for "the first digit in the text" let the output
+   format decay into junk while the reward still paid.
+2. Cheap comparison. Both sides are normalised (whitespace, surrounding ``$``,
+   ``\\text{}``/``\\mathrm{}`` wrappers, a trailing period, ``\\left``/``\\right``, ``\\!``,
+   degree marks, thousands separators; case only where no LaTeX command is left) and
+   compared as strings. Multiple choice: with ``choices`` (option texts for A, B, C, ...)
+   a letter (``B``, ``(B)``, ``B.``) stands for its option text, on either side.
+3. math-verify, for numeric/symbolic equivalence (``0.5`` == ``\\frac{1}{2}``). Skipped
+   when either side is longer than ``MAX_LEN`` characters or is plain words, which
+   math-verify would read as a product of symbols (``left`` == ``felt``).
+
+Time bound: math-verify runs in a child Python process (one per concurrently calling
+thread, reused across calls) that is killed when a comparison takes longer than
+``TIMEOUT_S``, which then counts as wrong. A process, not math-verify's own signal.alarm
+timeout, because the alarm works only in the main thread and would clobber the caller's
+own SIGALRM (pytest-timeout uses it), and not a thread, because a thread stuck in
+sympy on ``9^{9^{9^{9}}}`` can't be stopped. The first call in a thread waits for the
+child to start (about a second); the child exits when this process closes its pipe.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import math
+import os
+import re
+import select
+import subprocess
+import sys
+import threading
+import warnings
+
+TIMEOUT_S = 2.0  # wall-clock limit of one math-verify comparison
+START_TIMEOUT_S = 60.0  # a loaded training machine can take a while to import sympy
+MAX_LEN = 1000  # longer answers are compared by normalisation only
+
+_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BRACE_TOKEN = re.compile(r"\\.|[{}]", re.S)  # escaped chars (\{, \}) don't group
+_WRAPPER = re.compile(r"\\(?:text|textrm|textbf|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
+_DROP = re.compile(r"\\(?:left|right)(?![A-Za-z])|\\!|\^\s*(?:\{\s*\\circ\s*\}|\\circ)|°|\\degree(?![A-Za-z])")
+_SPACE = re.compile(r"\\[,;: ]")
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:[, ]\d{3})+(?:\.\d+)?")
+_LETTER = re.compile(r"\(?([A-Za-z])\)?:?")
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
+_WORDS = re.compile(r"[^\W\d_]{2,}(?:\s+[^\W\d_]+)*")
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{}``/``\\fbox{}``; None if absent, unbalanced or empty."""
+    if not isinstance(text, str):
+        return None
+    last = None
+    for last in _BOX.finditer(text):
+        pass
+    if last is None:
+        return None
+    depth = 1
+    for token in _BRACE_TOKEN.finditer(text, last.end()):
+        depth += {"{": 1, "}": -1}.get(token.group(), 0)
+        if depth == 0:
+            return text[last.end() : token.start()].strip() or None
+    return None  # a truncated box is no answer, not a guess at a previous one
+
+
+def extract_answer(text: str) -> str | None:
+    """Last boxed content, else the last ``<answer>`` tag's content, else None."""
+    if not isinstance(text, str):
+        return None
+    if (boxed := extract_boxed(text)) is not None:
+        return boxed
+    start = text.rfind("<answer>")
+    end = text.find("</answer>", start)
+    if start < 0 or end < 0:
+        return None
+    inner = text[start + len("<answer>") : end]
+    return extract_boxed(inner) if _BOX.search(inner) else (inner.strip() or None)
+
+
+def accuracy_reward(completion: str, answer: str, choices: list[str] | None = None) -> float:
+    """1.0 if the completion's extracted answer matches ``answer``, else 0.0; never raises."""
+    try:
+        return _grade(completion, answer, choices)
+    except Exception:  # a reward function must not take training down
+        return 0.0
+
+
+def _grade(completion, answer, choices) -> float:
+    if not isinstance(completion, str) or not isinstance(answer, str):
+        return 0.0
+    choices = list(choices or ())
+    if not all(isinstance(c, str) for c in choices):
+        return 0.0
+    pred = extract_answer(completion)
+    if pred is None:
+        return 0.0
+    pred_letter, gold_letter = _letter(pred, choices), _letter(answer, choices)
+    if pred_letter is not None and pred_letter == gold_letter:
+        return 1.0
+    pred_text, gold_text = _clean(_as_option(pred, choices)), _clean(_as_option(answer, choices))
+    if not pred_text or not gold_text:
+        return 0.0
+    if _key(pred_text) == _key(gold_text):
+        return 1.0
+    numbers = _as_number(pred_text), _as_number(gold_text)
+    if None not in numbers:  # plain numbers on both sides: no need for the math-verify worker
+        return 1.0 if math.isclose(numbers[0], numbers[1], rel_tol=1e-9, abs_tol=1e-12) else 0.0
+    if max(len(pred_text), len(gold_text)) > MAX_LEN or _WORDS.fullmatch(pred_text) or _WORDS.fullmatch(gold_text):
+        return 0.0
+    return 1.0 if _math_equal(pred_text, gold_text) else 0.0
+
+
+def _as_number(s: str) -> float | None:
+    """``s`` as a float when it is a plain decimal number (``-3``, ``0.50``), else None."""
+    return float(s) if _NUMBER.fullmatch(s) else None
+
+
+def _clean(s: str) -> str:
+    """Drop notation that doesn't change the value; keeps spaces, which LaTeX needs (``\\pi r``)."""
+    s = s.strip().strip("$").strip()
+    for _ in range(3):  # nested wrappers are rare; a bound keeps hostile nesting linear
+        s = _WRAPPER.sub(r"\1", s)
+    s = _SPACE.sub(" ", _DROP.sub("", s)).replace("{,}", ",").strip()
+    s = s[:-1].rstrip() if s.endswith(".") else s
+    return re.sub(r"[, ]", "", s) if _THOUSANDS.fullmatch(s) else s
+
+
+def _key(s: str) -> str:
+    s = re.sub(r"\s+", "", s)
+    return s if "\\" in s else s.lower()  # LaTeX commands are case-sensitive (\Delta, \delta)
+
+
+def _letter(s: str, choices: list[str]) -> str | None:
+    """The option letter ``s`` names (``B``, ``(B)``, ``B.``), lower-cased, or None."""
+    m = _LETTER.fullmatch(_clean(s))
+    if m is None:
+        return None
+    letter = m.group(1).lower()
+    return letter if not choices or ord(letter) - ord("a") < len(choices) else None
+
+
+def _as_option(s: str, choices: list[str]) -> str:
+    letter = _letter(s, choices) if choices else None
+    return choices[ord(letter) - ord("a")] if letter else s
+
+
+# --- math-verify in a killable child process -------------------------------------------
+
+
+class _Worker:
+    """A child Python running ``_serve``: one request line in, one reply line out."""
+
+    def __init__(self) -> None:
+        # Run this file as a script so the child imports neither mssr_cli nor torch.
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            encoding="utf-8",
+        )
+        if self._reply(START_TIMEOUT_S) != "ready":
+            self.close()
+            raise RuntimeError("math-verify worker did not start")
+
+    def _reply(self, timeout: float) -> str | None:
+        readable, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self.proc.stdout.readline().strip() if readable else None
+
+    def equal(self, pred: str, gold: str) -> bool | None:
+        """math-verify's verdict, or None if the child timed out or died."""
+        try:
+            self.proc.stdin.write(json.dumps([pred, gold]) + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            return None
+        return {"1": True, "0": False}.get(self._reply(TIMEOUT_S))
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+_idle: list[_Worker] = []
+_idle_lock = threading.Lock()
+
+
+def _math_equal(pred: str, gold: str) -> bool:
+    with _idle_lock:
+        worker = _idle.pop() if _idle else None
+    if worker is None or worker.proc.poll() is not None:
+        try:
+            worker = _Worker()
+        except Exception as e:
+            warnings.warn(f"math-verify unavailable, grading by normalisation only: {e}", stacklevel=3)
+            return False
+    verdict = worker.equal(pred, gold)
+    if verdict is None:
+        worker.close()  # it may still be computing: never hand it another request
+        return False
+    with _idle_lock:
+        _idle.append(worker)
+    return verdict
+
+
+@atexit.register
+def _close_idle() -> None:
+    while _idle:
+        _idle.pop().close()
+
+
+def _forget_parent_workers() -> None:
+    # A forked child shares its parent's pipes; talking to those workers would interleave.
+    global _idle_lock
+    _idle.clear()
+    _idle_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_parent_workers)
+
+
+def _serve() -> None:
+    """Child side: answer ``[pred, gold]`` JSON lines with ``1``/``0`` until stdin closes."""
+    import logging
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # no "Timeout during parsing: <junk>" spam
+    replies, sys.stdout = sys.stdout, sys.stderr  # stray prints must not corrupt the protocol
+    config = [LatexExtractionConfig(), ExprExtractionConfig()]
+    print("ready", file=replies, flush=True)
+    for line in sys.stdin:
+        try:
+            pred, gold = json.loads(line)
+            # Here in the child's main thread math-verify's own alarms work: most runaway
+            # inputs end in 1 s and the child survives; the parent's kill is the backstop.
+            gold_parsed = parse(f"\\boxed{{{gold}}}", config, parsing_timeout=1)
+            pred_parsed = parse(f"\\boxed{{{pred}}}", config, parsing_timeout=1)
+            ok = bool(gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=1))
+        except BaseException:  # includes math-verify's TimeoutException, a BaseException
+            ok = False
+        print("1" if ok else "0", file=replies, flush=True)
+
+
+if __name__ == "__main__":
+    _serve()

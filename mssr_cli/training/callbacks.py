@@ -1,0 +1,111 @@
+"""Trainer callbacks: validation, the per-step metrics line (jsonl + W&B), the progress bar.
+
+TRL counts optimizer updates (``state.global_step``); mssr counts RL steps (one batch of
+rollouts, possibly several updates). ``RunLogger`` converts between the two.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from transformers import TrainerCallback
+
+from mssr_cli.training.metrics import EntropyRatio, rename_trl_logs
+
+
+class RunLogger:
+    """Collects each RL step's metrics and writes one line to metrics.jsonl and to W&B."""
+
+    def __init__(self, run_folder, updates_per_step: int, rollouts_per_step: int, wandb_run=None):
+        self.run_folder = run_folder
+        self.updates_per_step = updates_per_step
+        self.rollouts_per_step = rollouts_per_step
+        self.wandb_run = wandb_run
+        self.entropy_ratio = EntropyRatio()
+        self.pending: dict[str, float] = {}
+        self.latest: dict[str, float] = {}
+        self.started = time.time()
+        self.last_write = self.started
+
+    def rl_step(self, global_step: int) -> int:
+        return global_step // self.updates_per_step
+
+    def stage(self, metrics: dict[str, float]) -> None:
+        """Metrics to attach to the next line written (e.g. validation before the step's log)."""
+        self.pending.update(metrics)
+
+    def write(self, step: int, metrics: dict[str, float]) -> dict:
+        now = time.time()
+        line = {"step": step, "rollouts": step * self.rollouts_per_step, **self.pending, **metrics}
+        self.pending = {}
+        if "collapse/entropy" in line:
+            line["collapse/entropy_ratio"] = self.entropy_ratio(line["collapse/entropy"])
+        line["time/elapsed"] = round(now - self.started, 3)
+        if step > 0:
+            line["time/step_seconds"] = round(now - self.last_write, 3)
+        self.last_write = now
+        line = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in line.items()}
+        self.run_folder.append_metrics(line)
+        if self.wandb_run is not None:
+            self.wandb_run.log({k: v for k, v in line.items() if k != "step" and v is not None}, step=step)
+        self.latest.update({k: v for k, v in line.items() if v is not None})
+        return line
+
+
+class ValidationCallback(TrainerCallback):
+    """Greedy validation at step 0, every ``eval_every`` RL steps, and at the last step."""
+
+    def __init__(self, logger: RunLogger, processor, val_set, eval_every: int, max_steps: int, batch_size: int,
+                 max_new_tokens: int):
+        self.logger, self.processor, self.val_set = logger, processor, val_set
+        self.eval_every, self.max_steps = eval_every, max_steps
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+
+    def _validate(self, model) -> dict[str, float]:
+        from mssr_cli.training.validation import greedy_accuracy
+
+        result = greedy_accuracy(model, self.processor, self.val_set, self.batch_size, self.max_new_tokens)
+        return {"val/accuracy": result["accuracy"], "val/format_rate": result["format_rate"]}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.eval_every and state.global_step == 0:
+            self.logger.write(0, self._validate(model))
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if not self.eval_every or state.global_step % self.logger.updates_per_step:
+            return
+        step = self.logger.rl_step(state.global_step)
+        if step % self.eval_every == 0 or step == self.max_steps:
+            self.logger.stage(self._validate(model))
+
+
+class MetricsCallback(TrainerCallback):
+    """Turns TRL's log of each RL step into one mssr metrics line."""
+
+    def __init__(self, logger: RunLogger):
+        self.logger = logger
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs:  # the end-of-training summary log has no step metrics
+            return
+        self.logger.write(self.logger.rl_step(state.global_step), rename_trl_logs(logs))
+
+
+class ProgressCallback(TrainerCallback):
+    """A rich progress bar over RL steps: reward, validation accuracy, time left."""
+
+    def __init__(self, logger: RunLogger, progress, max_steps: int):
+        self.logger, self.progress = logger, progress
+        self.task = progress.add_task("RL", total=max_steps)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.progress.update(self.task, completed=self.logger.rl_step(state.global_step), description=self._describe())
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.progress.update(self.task, completed=self.logger.rl_step(state.global_step), description=self._describe())
+
+    def _describe(self) -> str:
+        latest = self.logger.latest
+        reward, val = latest.get("train/reward"), latest.get("val/accuracy")
+        return f"RL  reward {'-' if reward is None else f'{reward:.2f}'}  val {'-' if val is None else f'{val:.2f}'}"

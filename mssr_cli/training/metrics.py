@@ -1,0 +1,54 @@
+"""Metric names: TRL's log keys renamed into mssr's documented namespaces (README: Metrics)."""
+
+from __future__ import annotations
+
+# TRL / transformers log key -> mssr metric name
+TRL_TO_MSSR = {
+    "reward": "train/reward",
+    "reward_std": "train/reward_std",
+    "rewards/accuracy/mean": "train/accuracy",
+    "rewards/format/mean": "train/format_rate",
+    "completions/mean_length": "train/response_length",
+    "completions/clipped_ratio": "train/truncated_frac",
+    "loss": "train/loss",
+    "learning_rate": "train/lr",
+    "entropy": "collapse/entropy",
+    "kl": "collapse/kl_ref",
+    "clip_ratio/region_mean": "collapse/clip_frac",
+    "clip_ratio/low_mean": "collapse/clip_frac_low",
+    "clip_ratio/high_mean": "collapse/clip_frac_high",
+    "grad_norm": "collapse/grad_norm",
+    "frac_reward_zero_std": "grpo/zero_std_frac",
+}
+
+ENTROPY_BASELINE_STEPS = 5  # collapse/entropy_ratio divides by the mean entropy of the first steps
+
+
+def rename_trl_logs(logs: dict) -> dict[str, float]:
+    """Keep the TRL metrics mssr documents, under mssr's names; drop the rest (non-numeric included)."""
+    out = {}
+    for trl_key, name in TRL_TO_MSSR.items():
+        value = logs.get(trl_key)
+        if isinstance(value, (int, float)):
+            out[name] = float(value)
+    return out
+
+
+class EntropyRatio:
+    """``collapse/entropy_ratio``: entropy over the mean entropy of the first few logged steps."""
+
+    def __init__(self, baseline_steps: int = ENTROPY_BASELINE_STEPS):
+        self.baseline_steps = baseline_steps
+        self.first: list[float] = []
+
+    def __call__(self, entropy: float) -> float:
+        if len(self.first) < self.baseline_steps:
+            self.first.append(entropy)
+        base = sum(self.first) / len(self.first)
+        return entropy / base if base > 0 else float("nan")
+
+    def state_dict(self) -> dict:
+        return {"first": list(self.first)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.first = list(state.get("first", []))

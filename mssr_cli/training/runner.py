@@ -1,0 +1,140 @@
+"""``mssr train``: one RL run from a composed config into a run folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mssr_cli.training.threads import configure_cpu_threads
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def _init_wandb(cfg, run_folder):
+    if cfg.logging.wandb == "disabled":
+        return None
+    import os
+
+    import wandb
+    from omegaconf import OmegaConf
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return wandb.init(
+        project=cfg.logging.project,
+        entity=cfg.logging.entity,
+        name=run_folder.name,
+        id=run_folder.name.replace("__", "-")[-64:],
+        resume="allow",
+        dir=str(run_folder.path),
+        mode=cfg.logging.wandb,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        settings=wandb.Settings(console="off", x_disable_stats=True),
+    )
+
+
+def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
+    """Train, validate, checkpoint and save one run; returns its summary (also in summary.json)."""
+    from mssr_cli.console import stdout_console
+
+    console = stdout_console()
+    threads = configure_cpu_threads(cfg.train.num_threads)
+    started = time.time()
+
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.utils import logging as hf_logging
+
+    from mssr_cli.config.compose import steps_layout
+    from mssr_cli.data.registry import load_split
+    from mssr_cli.models.loading import load_policy
+    from mssr_cli.training.callbacks import MetricsCallback, ProgressCallback, RunLogger, ValidationCallback
+    from mssr_cli.training.reward_funcs import REWARD_FUNCS, REWARD_WEIGHTS
+    from mssr_cli.training.run_folder import RunFolder, run_name, summarize
+    from mssr_cli.training.trainer import RLTrainer
+    from mssr_cli.training.trl_args import grpo_args
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    folder = RunFolder(Path(run_dir) if run_dir else Path(cfg.logging.runs_root) / run_name(cfg))
+    resume = folder.latest_checkpoint()
+    folder.write_start(cfg, overrides)
+    console.print(f"Run folder: [bold]{folder.path}[/bold]  ({threads} CPU threads)")
+
+    layout = steps_layout(cfg)
+    with _progress(cfg.logging.progress) as progress:
+        model, processor = load_policy(cfg.model, cfg.data, progress=progress, console=console)
+        train_set = load_split(cfg.data, "train")
+        val_set = load_split(cfg.data, "validation")
+        args = grpo_args(cfg, str(folder.checkpoints))
+        wandb_run = _init_wandb(cfg, folder)
+        logger = RunLogger(folder, layout["updates_per_step"], cfg.train.rollouts_per_step, wandb_run)
+        callbacks = [
+            ValidationCallback(logger, processor, val_set, cfg.train.eval_every, cfg.train.max_steps,
+                               cfg.train.val_batch_size, cfg.train.val_max_new_tokens),
+            MetricsCallback(logger),
+            ProgressCallback(logger, progress, cfg.train.max_steps),
+        ]
+        trainer = RLTrainer(
+            model=model,
+            reward_funcs=REWARD_FUNCS,
+            args=args,
+            train_dataset=train_set,
+            processing_class=processor,
+            callbacks=callbacks,
+            keep_checkpoints=cfg.train.keep_checkpoints,
+        )
+        trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its dict dumps
+        trainer.args.reward_weights = REWARD_WEIGHTS
+        trainer.reward_weights = trainer.reward_weights.new_tensor(REWARD_WEIGHTS)
+        if resume is not None:
+            done = logger.rl_step(int(resume.name.rsplit("-", 1)[1]))
+            folder.truncate_metrics(done)
+            console.print(f"Resuming from {resume} (RL step {done})")
+        try:
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        except KeyboardInterrupt:
+            console.print("[yellow]Interrupted: saving a checkpoint before exiting[/yellow]")
+            trainer._save_checkpoint(trainer.model, None)
+            raise
+        trainer.save_model(str(folder.model))
+        processor.save_pretrained(str(folder.model))
+
+    summary = summarize(
+        folder.read_metrics(),
+        time.time() - started,
+        {"run": folder.name, "algo": cfg.algo.name, "model": cfg.model.preset, "data": cfg.data.name,
+         "seed": cfg.seed, "rollouts": cfg.train.max_steps * cfg.train.rollouts_per_step},
+    )
+    folder.write_summary(summary)
+    if wandb_run is not None:
+        wandb_run.summary.update({k: v for k, v in summary.items() if v is not None})
+        wandb_run.finish()
+    _print_summary(console, folder, summary)
+    return summary
+
+
+def _print_summary(console, folder, summary: dict) -> None:
+    from rich.table import Table
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    table = Table(title=f"{folder.name}", show_header=False)
+    table.add_row("validation accuracy (start -> final)", f"{pct(summary['start_val_accuracy'])} -> {pct(summary['final_val_accuracy'])}")
+    table.add_row("best validation accuracy", f"{pct(summary['best_val_accuracy'])} at step {summary['best_step']}")
+    table.add_row("RL steps / rollouts", f"{summary['steps']} / {summary['rollouts']}")
+    table.add_row("wall time", f"{summary['wall_seconds']:.0f} s")
+    table.add_row("run folder", str(folder.path))
+    console.print(table)

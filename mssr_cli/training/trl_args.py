@@ -1,0 +1,72 @@
+"""The GRPOConfig for a run config: every RL setting goes through TRL's own options."""
+
+from __future__ import annotations
+
+import os
+
+from mssr_cli.config.compose import steps_layout
+
+# mssr loss aggregation -> TRL loss_type with that aggregation
+LOSS_AGG_TO_TRL = {
+    "token_mean": "dapo",  # sum over all tokens of the batch / number of tokens
+    "seq_mean_token_mean": "grpo",  # mean over sequences of each sequence's token mean
+    "seq_mean_token_sum_norm": "dr_grpo",  # token sums / (batch x max length), Dr. GRPO
+}
+
+
+def use_bf16(flag: str) -> bool:
+    import torch
+
+    if str(flag).lower() == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return str(flag).lower() == "true"
+
+
+def grpo_args(cfg, output_dir: str):
+    import torch
+    from trl import GRPOConfig
+
+    layout = steps_layout(cfg)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    train, algo = cfg.train, cfg.algo
+    micro = layout["micro_batch_size"] // world if layout["micro_batch_size"] % world == 0 else layout["micro_batch_size"]
+    updates = layout["updates_per_step"]
+    return GRPOConfig(
+        output_dir=output_dir,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        max_steps=train.max_steps * updates,  # TRL counts optimizer updates
+        num_generations=algo.rollouts_per_prompt,
+        generation_batch_size=train.rollouts_per_step,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=layout["grad_accum"],
+        num_iterations=1,
+        learning_rate=train.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
+        beta=algo.kl_coef,
+        epsilon=algo.clip_low,
+        epsilon_high=algo.clip_high,
+        delta=algo.dual_clip,
+        loss_type=LOSS_AGG_TO_TRL[algo.loss_agg],
+        entropy_coef=algo.entropy_coef,
+        scale_rewards="group",
+        temperature=train.temperature,
+        top_p=train.top_p,
+        max_completion_length=train.max_completion_length,
+        logging_steps=updates,  # one log (= one metrics line) per RL step
+        save_strategy="steps" if train.save_every else "no",
+        save_steps=max(1, train.save_every * updates),
+        report_to="none",  # mssr logs to W&B itself, under its own metric names
+        disable_tqdm=True,
+        gradient_checkpointing=train.gradient_checkpointing,
+        bf16=use_bf16(train.bf16),
+        fp16=False,
+        use_vllm=train.use_vllm,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        log_completions=False,
+        remove_unused_columns=False,
+    )

@@ -1,0 +1,57 @@
+"""Greedy, batched validation: the share of prompts whose boxed answer is right."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+
+def chat_texts(processor, prompts: list, with_generation_prompt: bool = True) -> list[str]:
+    """Render conversational prompts (one image each) with the model's own chat template."""
+    from trl.data_utils import prepare_multimodal_messages
+
+    return [
+        processor.apply_chat_template(
+            prepare_multimodal_messages(prompt, images=[None]),
+            add_generation_prompt=with_generation_prompt,
+            tokenize=False,
+        )
+        for prompt in prompts
+    ]
+
+
+def batches(dataset, batch_size: int) -> Iterator[dict]:
+    for start in range(0, len(dataset), batch_size):
+        yield dataset[start : start + batch_size]
+
+
+def generate_answers(model, processor, dataset, batch_size: int = 64, max_new_tokens: int = 16) -> list[str]:
+    """Greedy completions (decoded, special tokens dropped) for every row, in order."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    outputs: list[str] = []
+    try:
+        with torch.inference_mode():
+            for batch in batches(dataset, batch_size):
+                texts = chat_texts(processor, batch["prompt"])
+                inputs = processor(images=[[im] for im in batch["image"]], text=texts, padding=True, return_tensors="pt")
+                inputs = inputs.to(model.device)
+                generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+                new_tokens = generated[:, inputs["input_ids"].shape[1] :]
+                outputs += processor.batch_decode(new_tokens, skip_special_tokens=True)
+    finally:
+        model.train(was_training)
+    return outputs
+
+
+def greedy_accuracy(model, processor, dataset, batch_size: int = 64, max_new_tokens: int = 16) -> dict[str, float]:
+    """Validation metrics: ``accuracy`` (boxed answer right) and ``format_rate`` (a boxed answer at all)."""
+    from mssr_cli.rewards import accuracy_reward, extract_boxed
+
+    completions = generate_answers(model, processor, dataset, batch_size, max_new_tokens)
+    answers = dataset["answer"]
+    correct = [accuracy_reward(c, a) for c, a in zip(completions, answers, strict=True)]
+    formatted = [extract_boxed(c) is not None for c in completions]
+    n = max(len(completions), 1)
+    return {"accuracy": sum(correct) / n, "format_rate": sum(formatted) / n}

@@ -1,0 +1,37 @@
+"""Shared fixtures: an isolated model cache (built once per session), offline Hugging Face."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Tests never touch the network: the tiny model and digits are local by construction.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """Every test session builds the tiny model itself (once), in a private cache."""
+    cache = os.environ.get("MSSR_TEST_CACHE") or str(tmp_path_factory.mktemp("mssr_cache"))
+    os.environ["MSSR_CACHE"] = cache
+    return cache
+
+
+@pytest.fixture(scope="session")
+def base_cfg():
+    from mssr_cli.config.compose import compose
+
+    return compose([])
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_path(base_cfg):
+    """Path of the built (warm-started) tiny model in the session cache."""
+    from mssr_cli.models.loading import resolve_model_path
+
+    return resolve_model_path(base_cfg.model, base_cfg.data)

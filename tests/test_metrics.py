@@ -1,0 +1,58 @@
+"""Metric names and the per-step metrics line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mssr_cli.training.callbacks import RunLogger
+from mssr_cli.training.metrics import EntropyRatio, rename_trl_logs
+from mssr_cli.training.run_folder import RunFolder, summarize
+
+
+def test_rename_keeps_documented_metrics_only():
+    logs = {"reward": 0.5, "entropy": 1.2, "grad_norm": 0.3, "kl": 0.01, "rewards/accuracy/mean": 0.5,
+            "rewards/format/mean": 1.0, "frac_reward_zero_std": 0.25, "clip_ratio/region_mean": 0.0,
+            "num_tokens": 100, "epoch": 0.1, "completions/mean_length": 6.0}
+    out = rename_trl_logs(logs)
+    assert out == {"train/reward": 0.5, "collapse/entropy": 1.2, "collapse/grad_norm": 0.3, "collapse/kl_ref": 0.01,
+                   "train/accuracy": 0.5, "train/format_rate": 1.0, "grpo/zero_std_frac": 0.25,
+                   "collapse/clip_frac": 0.0, "train/response_length": 6.0}
+
+
+def test_entropy_ratio_uses_the_first_steps():
+    ratio = EntropyRatio(baseline_steps=2)
+    assert ratio(2.0) == 1.0
+    assert ratio(1.0) == pytest.approx(1.0 / 1.5)  # baseline = mean(2, 1)
+    assert ratio(0.3) == pytest.approx(0.2)  # baseline frozen after 2 steps
+
+
+def test_logger_writes_one_line_per_step_with_staged_validation(tmp_path):
+    folder = RunFolder(tmp_path)
+    logger = RunLogger(folder, updates_per_step=2, rollouts_per_step=32)
+    logger.write(0, {"val/accuracy": 0.2})
+    assert logger.rl_step(4) == 2
+    logger.stage({"val/accuracy": 0.4})
+    logger.write(2, {"train/reward": 0.5, "collapse/entropy": 1.0, "collapse/grad_norm": float("nan")})
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [0, 2]
+    assert lines[1]["val/accuracy"] == 0.4 and lines[1]["rollouts"] == 64
+    assert lines[1]["collapse/entropy_ratio"] == 1.0
+    assert lines[1]["collapse/grad_norm"] is None  # non-finite -> null: JSON stays valid
+
+
+def test_summary_start_final_best():
+    metrics = [{"step": 0, "val/accuracy": 0.2}, {"step": 1}, {"step": 2, "val/accuracy": 0.6},
+               {"step": 3, "val/accuracy": 0.5}]
+    s = summarize(metrics, 12.345, {"run": "x"})
+    assert (s["start_val_accuracy"], s["final_val_accuracy"], s["best_val_accuracy"], s["best_step"]) == (0.2, 0.5, 0.6, 2)
+    assert s["steps"] == 3 and s["wall_seconds"] == 12.35 and s["run"] == "x"
+
+
+def test_truncate_metrics_for_resume(tmp_path):
+    folder = RunFolder(tmp_path)
+    for step in range(5):
+        folder.append_metrics({"step": step})
+    folder.truncate_metrics(2)
+    assert [m["step"] for m in folder.read_metrics()] == [0, 1, 2]
