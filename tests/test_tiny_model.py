@@ -26,7 +26,7 @@ def test_built_model_reloads_offline_with_auto_classes(tiny_policy_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
     folder = Path(tiny_policy_path)
-    assert (folder / "config.json").exists() and (folder / "preprocessor_config.json").exists()
+    assert (folder / "config.json").exists() and (folder / "processor_config.json").exists()
     processor = AutoProcessor.from_pretrained(folder)
     model = AutoModelForImageTextToText.from_pretrained(folder)
     assert isinstance(processor, Qwen2VLProcessor)

@@ -93,7 +93,7 @@ def load_policy(model_cfg, data_cfg, progress=None, console=None):
     if not isinstance(processor, ProcessorMixin) or getattr(processor, "image_processor", None) is None:
         raise RuntimeError(
             f"AutoProcessor.from_pretrained({path!r}) returned {type(processor).__name__}, not a vision-language "
-            "processor: check that torchvision is installed and the folder has preprocessor_config.json"
+            "processor: check that torchvision is installed and the folder has processor_config.json (or preprocessor_config.json)"
         )
     processor.tokenizer.padding_side = "left"
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(model_cfg.dtype)
