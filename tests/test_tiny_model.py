@@ -75,3 +75,18 @@ def test_real_preset_loading_path_on_a_local_copy(tiny_policy_path, base_cfg):
     model, _ = load_policy(frozen, cfg.data)
     assert not any(p.requires_grad for p in model.model.visual.parameters())
     assert all(p.requires_grad for p in model.model.language_model.parameters())
+
+
+def test_warm_start_labels_cover_exactly_the_completion(tiny_policy_path):
+    from transformers import AutoProcessor
+
+    from mssr_cli.data.digits import load_digits_split
+    from mssr_cli.models.warm_start import completion_batch
+
+    processor = AutoProcessor.from_pretrained(tiny_policy_path)
+    batch = completion_batch(processor, load_digits_split("train", limit=4)[:4])
+    for row in range(4):
+        labelled = batch["labels"][row][batch["labels"][row] != -100]
+        text = processor.tokenizer.decode(labelled)
+        assert text.startswith("\\boxed{") and text.endswith("}<|im_end|>"), text
+        assert "assistant" not in text

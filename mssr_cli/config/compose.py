@@ -43,8 +43,7 @@ def _explain_hydra(err: Exception, overrides: list[str]) -> ConfigError:
         dotted = unknown.group(1).lstrip("+~")
         parent, _, leaf = dotted.rpartition(".")
         where = f"under '{parent}'" if parent else "at the top level"
-        valid = _valid_keys(parent) + ([g for g in GROUPS] if not parent else [])
-        return ConfigError(f"unknown key '{dotted}'; valid keys {where}: {', '.join(sorted(set(valid)))}")
+        return ConfigError(f"unknown key '{dotted}'; valid keys {where}: {', '.join(sorted(_valid_keys(parent)))}")
     first_line = text.strip().splitlines()[0] if text.strip() else type(err).__name__
     return ConfigError(f"bad override ({' '.join(overrides)}): {first_line}")
 

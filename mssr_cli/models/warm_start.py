@@ -24,22 +24,21 @@ def completion_batch(processor, batch: dict) -> dict:
 
     Shapes: input_ids, attention_mask, labels [B, L] (left padded); pixel_values [B*patches, D].
     """
+    import torch
+
     from mssr_cli.data.prompts import boxed
     from mssr_cli.training.validation import chat_texts
 
     prompts = chat_texts(processor, batch["prompt"])
     eos = processor.tokenizer.eos_token
-    texts = [p + boxed(a) + eos for p, a in zip(prompts, batch["answer"], strict=True)]
-    images = [[im] for im in batch["image"]]
-    full = processor(images=images, text=texts, padding=True, return_tensors="pt")
-    prompt_only = processor(images=images, text=prompts, padding=True, return_tensors="pt")
-    labels = full["input_ids"].clone()
-    labels[full["attention_mask"] == 0] = -100
-    # Left padding: the completion is the last (full length - prompt length) real tokens of each row.
-    completion_lengths = full["attention_mask"].sum(1) - prompt_only["attention_mask"].sum(1)
-    width = labels.shape[1]
-    for row, n in enumerate(completion_lengths.tolist()):
-        labels[row, : width - n] = -100
+    completions = [boxed(a) + eos for a in batch["answer"]]
+    texts = [p + c for p, c in zip(prompts, completions, strict=True)]
+    full = processor(images=[[im] for im in batch["image"]], text=texts, padding=True, return_tensors="pt")
+    # The prompt ends with "assistant\n", a pre-token boundary, so the completion tokenises the same alone.
+    completion_lengths = [len(ids) for ids in processor.tokenizer(completions, add_special_tokens=False)["input_ids"]]
+    labels = torch.full_like(full["input_ids"], -100)
+    for row, n in enumerate(completion_lengths):  # left padding: the completion is each row's last n tokens
+        labels[row, -n:] = full["input_ids"][row, -n:]
     full["labels"] = labels
     return dict(full)
 

@@ -60,7 +60,7 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
     from mssr_cli.data.registry import load_split
     from mssr_cli.models.loading import load_policy
     from mssr_cli.training.callbacks import MetricsCallback, ProgressCallback, RunLogger, ValidationCallback
-    from mssr_cli.training.reward_funcs import REWARD_FUNCS, REWARD_WEIGHTS
+    from mssr_cli.training.reward_funcs import REWARD_FUNCS
     from mssr_cli.training.run_folder import RunFolder, run_name, summarize
     from mssr_cli.training.trainer import RLTrainer
     from mssr_cli.training.trl_args import grpo_args
@@ -96,8 +96,6 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
             keep_checkpoints=cfg.train.keep_checkpoints,
         )
         trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its dict dumps
-        trainer.args.reward_weights = REWARD_WEIGHTS
-        trainer.reward_weights = trainer.reward_weights.new_tensor(REWARD_WEIGHTS)
         if resume is not None:
             done = logger.rl_step(int(resume.name.rsplit("-", 1)[1]))
             folder.truncate_metrics(done)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from mssr_cli.config.compose import steps_layout
+from mssr_cli.training.reward_funcs import REWARD_WEIGHTS
 
 # mssr loss aggregation -> TRL loss_type with that aggregation
 LOSS_AGG_TO_TRL = {
@@ -27,9 +26,7 @@ def grpo_args(cfg, output_dir: str):
     from trl import GRPOConfig
 
     layout = steps_layout(cfg)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     train, algo = cfg.train, cfg.algo
-    micro = layout["micro_batch_size"] // world if layout["micro_batch_size"] % world == 0 else layout["micro_batch_size"]
     updates = layout["updates_per_step"]
     return GRPOConfig(
         output_dir=output_dir,
@@ -38,7 +35,7 @@ def grpo_args(cfg, output_dir: str):
         max_steps=train.max_steps * updates,  # TRL counts optimizer updates
         num_generations=algo.rollouts_per_prompt,
         generation_batch_size=train.rollouts_per_step,
-        per_device_train_batch_size=micro,
+        per_device_train_batch_size=layout["micro_batch_size"],  # one process; several GPUs: later issue
         gradient_accumulation_steps=layout["grad_accum"],
         num_iterations=1,
         learning_rate=train.lr,
@@ -65,6 +62,7 @@ def grpo_args(cfg, output_dir: str):
         bf16=use_bf16(train.bf16),
         fp16=False,
         use_vllm=train.use_vllm,
+        reward_weights=REWARD_WEIGHTS,  # accuracy pays; format (weight 0) is only logged
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         log_completions=False,
