@@ -21,8 +21,41 @@ def test_every_group_option_composes(group, option):
 
 def test_defaults_are_the_embedded_default():
     cfg = compose([])
-    assert (cfg.algo.name, cfg.model.preset, cfg.data.name) == ("grpo", "tiny", "digits")
+    assert (cfg.algo.name, cfg.model.preset, cfg.data.name) == ("mssr", "tiny", "digits")
     assert cfg.model.name_or_path is None
+
+
+@pytest.mark.parametrize("algo", ["grpo", "mvsr", "mssr"])
+def test_algorithms_use_equal_rollouts_and_the_paper_settings(algo):
+    cfg = compose([f"algo={algo}"])
+    layout = steps_layout(cfg)
+    g = cfg.algo.rollouts_per_prompt
+    assert layout["prompts_per_step"] * g == cfg.train.rollouts_per_step == 32  # equal rollouts per step
+    assert (cfg.algo.clip_low, cfg.algo.clip_high, cfg.algo.dual_clip, cfg.algo.kl_coef) == (0.2, 0.3, 3.0, 0.01)
+    assert cfg.algo.loss_agg == "token_mean" and cfg.algo.entropy_coef == 0.0
+    if algo == "grpo":
+        assert (g, cfg.algo.estimator, cfg.train.max_grad_norm) == (8, "grpo", 1.0)
+    else:
+        assert (g, cfg.algo.estimator, cfg.train.max_grad_norm) == (1, "single_rollout", 0.5)
+        t = cfg.algo.tracker
+        assert (t.rho_min, t.rho_max, t.target_kl, t.kl_window, t.schedule, t.warm_start_rollouts) == (
+            0.875, 0.96, 0.01, 20, "paper", 1)
+    shaping = cfg.algo.shaping
+    assert shaping.enabled == (algo == "mssr")
+    if algo == "mssr":
+        assert (shaping.alpha, shaping.kappa, shaping.entropy) == (0.4, 2.0, "full")
+
+
+def test_registry_names_match_the_validation_lists():
+    from mssr_cli.config.compose import ESTIMATOR_NAMES, SCHEDULE_NAMES
+    from mssr_cli.algos.value_tracker import BetaValueTracker
+    from mssr_cli.training.estimators import ESTIMATORS
+
+    assert set(ESTIMATOR_NAMES) == set(ESTIMATORS)
+    for name in SCHEDULE_NAMES:
+        BetaValueTracker(schedule=name)  # accepted
+    with pytest.raises(ValueError):
+        BetaValueTracker(schedule="not_a_schedule")
 
 
 def test_overrides_reach_the_config():
@@ -39,8 +72,15 @@ def test_overrides_reach_the_config():
         (["+train.no_such_key=1"], ["train.no_such_key", "max_steps"]),
         (["no_such_top=1"], ["no_such_top", "seed"]),
         (["train.max_steps=abc"], ["train.max_steps"]),
-        (["algo.rollouts_per_prompt=1"], ["algo.rollouts_per_prompt"]),
-        (["train.rollouts_per_step=30"], ["train.rollouts_per_step", "algo.rollouts_per_prompt"]),
+        (["algo=grpo", "algo.rollouts_per_prompt=1"], ["algo.rollouts_per_prompt"]),
+        (["algo.shaping.kappa=0"], ["algo.shaping.kappa"]),
+        (["algo.shaping.kappa=-1"], ["algo.shaping.kappa"]),
+        (["algo.shaping.entropy=approx"], ["algo.shaping.entropy", "full", "sampled"]),
+        (["algo.tracker.schedule=cosine"], ["algo.tracker.schedule", "paper", "monotone", "per_prompt"]),
+        (["algo.tracker.rho_min=0.99"], ["algo.tracker.rho_min"]),
+        (["algo.estimator=ppo"], ["algo.estimator", "grpo", "single_rollout"]),
+        (["algo.tracker.no_such=1"], ["algo.tracker.no_such", "rho_min"]),
+        (["algo=grpo", "train.rollouts_per_step=30"], ["train.rollouts_per_step", "algo.rollouts_per_prompt"]),
         (["train.minibatch_size=24"], ["train.minibatch_size"]),
         (["logging.wandb=sometimes"], ["logging.wandb", "offline"]),
         (["algo.loss_agg=median"], ["algo.loss_agg", "token_mean"]),
@@ -57,7 +97,7 @@ def test_bad_overrides_name_the_key(overrides, must_name):
 
 
 def test_steps_layout_maps_rl_steps_to_updates():
-    cfg = compose(["train.rollouts_per_step=64", "train.minibatch_size=16", "train.micro_batch_size=8"])
+    cfg = compose(["algo=grpo", "train.rollouts_per_step=64", "train.minibatch_size=16", "train.micro_batch_size=8"])
     assert steps_layout(cfg) == {"prompts_per_step": 8, "updates_per_step": 4, "micro_batch_size": 8, "grad_accum": 2}
 
 
@@ -103,3 +143,27 @@ def test_help_lists_groups_and_keys_without_torch(argv):
     assert out.stdout.strip().endswith("LIGHT")
     for word in ["algo: grpo", "model:", "qwen25vl-7b", "tiny", "data: digits", "train.max_steps", "seed", "train.eval_every"]:
         assert word in out.stdout, word
+
+
+def _leaves(cls, prefix=""):
+    from dataclasses import fields, is_dataclass
+
+    for f in fields(cls):
+        if f.default_factory is not None and is_dataclass(f.default_factory):
+            yield from _leaves(f.default_factory, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}"
+
+
+@pytest.mark.parametrize("algo", group_options("algo"))
+def test_every_schema_key_can_be_overridden(algo):
+    """Hydra only overrides keys the YAML has: every schema key must be in conf/ for every algorithm."""
+    from omegaconf import OmegaConf
+
+    from mssr_cli.config.schema import RootConfig
+
+    cfg = compose([f"algo={algo}"])
+    for dotted in _leaves(RootConfig):
+        value = OmegaConf.select(cfg, dotted)
+        if isinstance(value, (bool, int, float, str)) and not dotted.startswith(("data.", "model.")):
+            compose([f"algo={algo}", f"{dotted}={str(value).lower() if isinstance(value, bool) else value}"])

@@ -50,3 +50,63 @@ def test_loss_types_we_map_exist():
     source = inspect.getsource(grpo_trainer.GRPOTrainer._compute_loss)
     for loss_type in LOSS_AGG_TO_TRL.values():
         assert f'"{loss_type}"' in source, f"TRL no longer has loss_type {loss_type!r}"
+
+
+def test_the_internals_the_single_rollout_seam_relies_on():
+    """Each assumption of mssr_cli/training/trainer.py, checked on TRL's source, with the fix named."""
+    from trl.trainer import grpo_trainer
+
+    T = grpo_trainer.GRPOTrainer
+    loss_src = inspect.getsource(T._compute_loss)
+    call = loss_src.find("self._get_per_token_logps_and_entropies(")
+    read = loss_src.find('advantages = inputs["advantages"]')
+    assert call != -1 and "compute_entropy=True" in loss_src[call : call + 400], (
+        "GRPOTrainer._compute_loss no longer gets entropies from _get_per_token_logps_and_entropies("
+        "compute_entropy=True): RLTrainer shapes advantages in that call; move the hook"
+    )
+    assert read > call, (
+        "GRPOTrainer._compute_loss reads inputs['advantages'] before its forward pass: the shaped (B, T) "
+        "advantages RLTrainer installs during that pass would be ignored"
+    )
+    assert "advantages.dim() == 1" in loss_src, "TRL's loss no longer accepts (B, T) advantages"
+    assert 'inputs["ref_per_token_logps"]' in loss_src, "TRL's loss no longer takes ref log-probs from inputs"
+
+    gen_src = inspect.getsource(T._generate_and_score_completions)
+    assert "rewards_per_func = self._calculate_rewards(" in gen_src, (
+        "_generate_and_score_completions no longer calls _calculate_rewards: RLTrainer takes the batch rewards there"
+    )
+    assert '"advantages": advantages' in gen_src, "TRL's batch dict no longer carries 'advantages'"
+    assert "self.accelerator.process_index * len(prompts)" in gen_src, (
+        "TRL changed how it slices the global batch per process: RLTrainer's slice must follow"
+    )
+    reward_src = inspect.getsource(T._calculate_rewards)
+    assert "gather(rewards_per_func)" in reward_src, (
+        "_calculate_rewards no longer gathers rewards over processes: the tracker would see only local rows"
+    )
+    prep_src = inspect.getsource(T._prepare_inputs)
+    assert "shuffle_sequence_dict" in prep_src and "split_tensor_dict" in prep_src, (
+        "TRL changed how a generation batch becomes micro-batches: check that 'mssr_row' still travels with rows"
+    )
+    sig = inspect.signature(T._get_per_token_logps_and_entropies)
+    assert list(sig.parameters)[:5] == ["self", "model", "input_ids", "attention_mask", "logits_to_keep"]
+    assert "compute_entropy" in sig.parameters
+
+
+def test_grpo_config_still_refuses_one_generation():
+    """RLTrainer's config sidesteps this check (trl_args.grpo_args); if TRL drops it, drop the workaround."""
+    import pytest
+    from trl import GRPOConfig
+
+    with pytest.raises(ValueError, match="at least 2 generations per prompt"):
+        GRPOConfig(output_dir="/tmp/unused", num_generations=1, generation_batch_size=8,
+                   per_device_train_batch_size=8, report_to="none", bf16=False)
+
+
+def test_single_rollout_config_gets_one_generation(tmp_path):
+    from mssr_cli.config.compose import compose
+    from mssr_cli.training.trl_args import grpo_args
+
+    args = grpo_args(compose(["algo=mvsr", "train.rollouts_per_step=15"]), str(tmp_path))
+    assert (args.num_generations, args.generation_batch_size) == (1, 15)
+    args = grpo_args(compose(["algo=grpo"]), str(tmp_path))
+    assert (args.num_generations, args.generation_batch_size) == (8, 32)

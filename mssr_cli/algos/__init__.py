@@ -1,0 +1,27 @@
+"""Pure tensor math of the three algorithms (GRPO, MVSR, MSSR); no TRL or transformers import.
+
+See ALGORITHMS.md for the equations; each lives in exactly one function here.
+"""
+
+from mssr_cli.algos.advantages import (
+    grpo_advantages,
+    single_rollout_advantages,
+    zero_std_group_fraction,
+)
+from mssr_cli.algos.shaping import (
+    entropy_shaping_term,
+    sampled_token_entropy,
+    shaping_cap_fraction,
+)
+from mssr_cli.algos.value_tracker import SCHEDULES, BetaValueTracker
+
+__all__ = [
+    "SCHEDULES",
+    "BetaValueTracker",
+    "entropy_shaping_term",
+    "grpo_advantages",
+    "sampled_token_entropy",
+    "shaping_cap_fraction",
+    "single_rollout_advantages",
+    "zero_std_group_fraction",
+]

@@ -11,6 +11,11 @@ from pathlib import Path
 
 from mssr_cli.config.paths import conf_dir, group_options
 
+# Names the trainer's registries accept (kept here, torch-free, so validation stays instant;
+# tests check they match mssr_cli.training.estimators and mssr_cli.algos.value_tracker).
+ESTIMATOR_NAMES = ("grpo", "single_rollout")
+SCHEDULE_NAMES = ("paper", "monotone", "per_prompt")
+
 GROUPS = ("algo", "model", "data", "train", "logging")
 
 
@@ -84,8 +89,10 @@ def validate(cfg) -> None:
     """Semantic checks that types cannot express; run before anything heavy loads."""
     algo, train = cfg.algo, cfg.train
     choices = {
-        "algo.name": (algo.name, ["grpo"]),
-        "algo.estimator": (algo.estimator, ["grpo"]),
+        "algo.name": (algo.name, group_options("algo")),
+        "algo.estimator": (algo.estimator, list(ESTIMATOR_NAMES)),
+        "algo.tracker.schedule": (algo.tracker.schedule, list(SCHEDULE_NAMES)),
+        "algo.shaping.entropy": (algo.shaping.entropy, ["full", "sampled"]),
         "algo.loss_agg": (algo.loss_agg, ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]),
         "model.dtype": (cfg.model.dtype, ["auto", "float32", "bfloat16", "float16"]),
         "data.name": (cfg.data.name, group_options("data")),
@@ -100,7 +107,23 @@ def validate(cfg) -> None:
         raise ConfigError(
             f"algo.rollouts_per_prompt={g}: GRPO normalises within a group and needs at least 2 rollouts per prompt"
         )
+    tracker, shaping = algo.tracker, algo.shaping
+    if not 0 < tracker.rho_min <= tracker.rho_max < 1:
+        raise ConfigError(
+            f"algo.tracker.rho_min={tracker.rho_min}, algo.tracker.rho_max={tracker.rho_max}: "
+            "need 0 < rho_min <= rho_max < 1"
+        )
+    if not 0 <= tracker.v_init <= 1:
+        raise ConfigError(f"algo.tracker.v_init={tracker.v_init}: must be in [0, 1]")
+    if shaping.kappa <= 0:
+        raise ConfigError(f"algo.shaping.kappa={shaping.kappa}: must be > 0 (psi is capped at |A| / kappa)")
+    if shaping.alpha < 0:
+        raise ConfigError(f"algo.shaping.alpha={shaping.alpha}: must be >= 0")
     positive = {
+        "algo.tracker.target_kl": tracker.target_kl,
+        "algo.tracker.kl_window": tracker.kl_window,
+        "algo.tracker.d_half": tracker.d_half,
+        "algo.tracker.warm_start_rollouts": tracker.warm_start_rollouts,
         "train.max_steps": train.max_steps,
         "train.rollouts_per_step": train.rollouts_per_step,
         "train.lr": train.lr,

@@ -17,10 +17,35 @@ def key(default, help: str):  # noqa: A002 - mirrors argparse's naming
 
 
 @dataclass
+class TrackerConfig:
+    rho_min: float = key(0.875, "lowest forgetting factor rho (policy moving fast; paper 0.875)")
+    rho_max: float = key(0.96, "highest forgetting factor rho (policy nearly still; paper 0.96)")
+    target_kl: float = key(0.01, "KL* of the schedule: mean KL to the reference at which rho bottoms out")
+    kl_window: int = key(20, "steps in the KL window (paper text 20; its reference code silently uses 10)")
+    v_init: float = key(0.5, "baseline of a prompt never seen before")
+    schedule: str = key("paper", "rho schedule: paper (jumps at KL*, as the reference) | monotone | per_prompt (SPO)")
+    d_half: float = key(0.06, "per_prompt schedule: KL at which a prompt's rho halves (SPO's D_half)")
+    warm_start: bool = key(True, "before step 1, sample n0 rollouts of every training prompt to seed the baselines")
+    warm_start_rollouts: int = key(1, "n0: rollouts per prompt in the tracker warm start (paper 1)")
+
+
+@dataclass
+class ShapingConfig:
+    enabled: bool = key(False, "MSSR's entropy-based advantage shaping A' = A + min(alpha H, |A|/kappa)")
+    alpha: float = key(0.4, "alpha_s: weight of the token entropy (paper 0.4)")
+    kappa: float = key(2.0, "kappa: the shaping term is capped at |A|/kappa (paper 2.0; must be > 0)")
+    entropy: str = key("full", "H_t: full (entropy of the whole next-token distribution, the paper) | sampled (-p log p of the sampled token, the reference code)")
+
+
+@dataclass
 class AlgoConfig:
-    name: str = key("grpo", "algorithm: grpo (group baseline); mvsr and mssr come with the single-rollout issue")
-    estimator: str = key("grpo", "advantage estimator: grpo = (r - group mean) / (group std + eps)")
-    rollouts_per_prompt: int = key(8, "G: rollouts sampled per prompt (GRPO needs G >= 2)")
+    name: str = key("mssr", "algorithm: grpo (group baseline) | mvsr (single rollout, Beta baseline) | mssr (mvsr + entropy shaping)")
+    estimator: str = key("single_rollout", "advantage estimator: grpo (group mean/std) | single_rollout (per-prompt Beta tracker, batch-normalised)")
+    rollouts_per_prompt: int = key(1, "G: rollouts sampled per prompt (GRPO needs G >= 2; single_rollout uses 1)")
+    normalize: bool = key(True, "single_rollout: normalise r - v over the batch to zero mean, unit variance")
+    zero_signal_guard: bool = key(False, "single_rollout: zero the advantages when every reward in the batch is equal")
+    tracker: TrackerConfig = field(default_factory=TrackerConfig, metadata={"help": "per-prompt Beta value tracker"})
+    shaping: ShapingConfig = field(default_factory=ShapingConfig, metadata={"help": "entropy-based advantage shaping"})
     clip_low: float = key(0.2, "PPO clip ratio below 1 (epsilon_low)")
     clip_high: float = key(0.3, "PPO clip ratio above 1 (epsilon_high; > clip_low is clip-higher)")
     dual_clip: float | None = key(3.0, "dual-clip bound on the ratio for negative advantages; null disables")
@@ -78,10 +103,23 @@ class TrainConfig:
     val_max_new_tokens: int = key(1024, "longest validation answer in tokens")
     save_every: int = key(50, "checkpoint every N RL steps (and at the end); 0 disables")
     keep_checkpoints: int = key(2, "how many recent checkpoints to keep")
+    stop_on_collapse: bool = key(False, "stop the run (with a checkpoint) when the collapse detector raises an alarm")
     gradient_checkpointing: bool = key(False, "trade compute for memory (slows a tiny model; for 7B on small GPUs)")
     bf16: str = key("auto", "bf16 mixed precision: auto (when the GPU supports it) | true | false")
     num_threads: int | None = key(None, "CPU threads for torch (null: the cores this process may use)")
     use_vllm: bool = key(False, "generate with vLLM (GPU; needs the vllm extra)")
+
+
+@dataclass
+class CollapseConfig:
+    entropy_ratio_below: float = key(0.2, "alarm rule: collapse/entropy_ratio below this ...")
+    entropy_patience: int = key(5, "... for this many consecutive steps")
+    val_drop: float = key(0.10, "alarm rule: accuracy down from its best by more than this (absolute)")
+    format_rate_below: float = key(0.5, "alarm rule: train/format_rate below this ...")
+    format_patience: int = key(3, "... for this many consecutive steps")
+    nonfinite_loss: bool = key(True, "alarm rule: a NaN or infinite loss or grad norm")
+    require_degradation: bool = key(True, "low entropy alarms only with falling format rate or accuracy (else it is convergence)")
+    accuracy_window: int = key(5, "steps averaged for the train-accuracy degradation check")
 
 
 @dataclass
@@ -100,6 +138,7 @@ class RootConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    collapse: CollapseConfig = field(default_factory=CollapseConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 

@@ -17,8 +17,13 @@ from mssr_cli.training.metrics import EntropyRatio, rename_trl_logs
 class RunLogger:
     """Collects each RL step's metrics and writes one line to metrics.jsonl and to W&B."""
 
-    def __init__(self, run_folder, updates_per_step: int, rollouts_per_step: int, wandb_run=None):
+    def __init__(self, run_folder, updates_per_step: int, rollouts_per_step: int, wandb_run=None,
+                 detector=None, console=None, stop_on_collapse: bool = False):
         self.run_folder = run_folder
+        self.detector = detector
+        self.console = console
+        self.stop_on_collapse = stop_on_collapse
+        self.stop_reason: str | None = None
         self.updates_per_step = updates_per_step
         self.rollouts_per_step = rollouts_per_step
         self.wandb_run = wandb_run
@@ -46,11 +51,26 @@ class RunLogger:
             line["time/step_seconds"] = round(now - self.last_write, 3)
         self.last_write = now
         line = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in line.items()}
+        if self.detector is not None and step > 0:
+            self._watch_collapse(line)
         self.run_folder.append_metrics(line)
         if self.wandb_run is not None:
             self.wandb_run.log({k: v for k, v in line.items() if k != "step" and v is not None}, step=step)
         self.latest.update({k: v for k, v in line.items() if v is not None})
         return line
+
+
+    def _watch_collapse(self, line: dict) -> None:
+        """Feed the line to the collapse detector; warn, alert W&B and maybe request a stop."""
+        alarms = self.detector.observe(line)
+        line["collapse/alarm"] = self.detector.metric_value()
+        for alarm in alarms:
+            if self.console is not None:
+                self.console.print(f"[bold yellow]collapse alarm[/bold yellow] at step {alarm.step}: {alarm.message}")
+            if self.wandb_run is not None and getattr(self.wandb_run.settings, "mode", "offline") == "online":
+                self.wandb_run.alert(title=f"mssr collapse alarm ({alarm.rule})", text=alarm.message)
+            if self.stop_on_collapse and self.stop_reason is None:
+                self.stop_reason = f"{alarm.rule} at step {alarm.step}: {alarm.message}"
 
 
 class ValidationCallback(TrainerCallback):
@@ -90,6 +110,10 @@ class MetricsCallback(TrainerCallback):
         if logs is None or "loss" not in logs:  # the end-of-training summary log has no step metrics
             return
         self.logger.write(self.logger.rl_step(state.global_step), rename_trl_logs(logs))
+        if self.logger.stop_reason is not None:  # train.stop_on_collapse: checkpoint, then stop
+            control.should_save = True
+            control.should_training_stop = True
+        return control
 
 
 class ProgressCallback(TrainerCallback):

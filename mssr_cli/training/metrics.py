@@ -18,19 +18,24 @@ TRL_TO_MSSR = {
     "clip_ratio/low_mean": "collapse/clip_frac_low",
     "clip_ratio/high_mean": "collapse/clip_frac_high",
     "grad_norm": "collapse/grad_norm",
-    "frac_reward_zero_std": "grpo/zero_std_frac",
 }
+
+# Metrics the seam logs under their mssr names already (TRL passes them through its log).
+MSSR_NAMESPACES = ("collapse/", "tracker/", "grpo/", "train/")
 
 ENTROPY_BASELINE_STEPS = 5  # collapse/entropy_ratio divides by the mean entropy of the first steps
 
 
 def rename_trl_logs(logs: dict) -> dict[str, float]:
-    """Keep the TRL metrics mssr documents, under mssr's names; drop the rest (non-numeric included)."""
+    """Keep the TRL metrics mssr documents, under mssr's names, and the seam's own; drop the rest."""
     out = {}
     for trl_key, name in TRL_TO_MSSR.items():
         value = logs.get(trl_key)
         if isinstance(value, (int, float)):
             out[name] = float(value)
+    for key, value in logs.items():
+        if key.startswith(MSSR_NAMESPACES) and isinstance(value, (int, float)):
+            out[key] = float(value)
     return out
 
 

@@ -45,6 +45,19 @@ def _init_wandb(cfg, run_folder):
     )
 
 
+def _warm_start_tracker(cfg, trainer, processor, train_set, progress, console) -> None:
+    from mssr_cli.training.tracker_warm_start import sample_outcomes
+
+    started = time.time()
+    outcomes = sample_outcomes(
+        trainer.model, processor, train_set, cfg.algo.tracker.warm_start_rollouts, cfg.train.val_batch_size,
+        cfg.train.max_completion_length, cfg.train.temperature, cfg.train.top_p, trainer.accelerator, progress,
+    )
+    trainer.warm_start_tracker(outcomes)
+    mean = sum(sum(o) / len(o) for o in outcomes.values()) / max(len(outcomes), 1)
+    console.print(f"Tracker warm start: {len(outcomes)} prompts, mean value {mean:.3f} ({time.time() - started:.0f} s)")
+
+
 def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
     """Train, validate, checkpoint and save one run; returns its summary (also in summary.json)."""
     from mssr_cli.console import stdout_console
@@ -56,9 +69,12 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
     from transformers.trainer_callback import PrinterCallback
     from transformers.utils import logging as hf_logging
 
+    from omegaconf import OmegaConf
+
     from mssr_cli.config.compose import steps_layout
     from mssr_cli.data.registry import load_split
     from mssr_cli.models.loading import load_policy
+    from mssr_cli.training.collapse import CollapseDetector, CollapseRules
     from mssr_cli.training.callbacks import MetricsCallback, ProgressCallback, RunLogger, ValidationCallback
     from mssr_cli.training.reward_funcs import REWARD_FUNCS
     from mssr_cli.training.run_folder import RunFolder, run_name, summarize
@@ -79,7 +95,9 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
         val_set = load_split(cfg.data, "validation")
         args = grpo_args(cfg, str(folder.checkpoints))
         wandb_run = _init_wandb(cfg, folder)
-        logger = RunLogger(folder, layout["updates_per_step"], cfg.train.rollouts_per_step, wandb_run)
+        detector = CollapseDetector(CollapseRules(**OmegaConf.to_container(cfg.collapse)))
+        logger = RunLogger(folder, layout["updates_per_step"], cfg.train.rollouts_per_step, wandb_run,
+                           detector=detector, console=console, stop_on_collapse=cfg.train.stop_on_collapse)
         callbacks = [
             ValidationCallback(logger, processor, val_set, cfg.train.eval_every, cfg.train.max_steps,
                                cfg.train.val_batch_size, cfg.train.val_max_new_tokens),
@@ -93,13 +111,19 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
             train_dataset=train_set,
             processing_class=processor,
             callbacks=callbacks,
+            algo_cfg=cfg.algo,
             keep_checkpoints=cfg.train.keep_checkpoints,
+            extra_state={"entropy_ratio": logger.entropy_ratio, "collapse_detector": detector},
         )
         trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its dict dumps
         if resume is not None:
             done = logger.rl_step(int(resume.name.rsplit("-", 1)[1]))
             folder.truncate_metrics(done)
+            if not trainer.load_mssr_state(str(resume)):
+                console.print(f"[yellow]{resume} holds no mssr state: the value tracker starts afresh[/yellow]")
             console.print(f"Resuming from {resume} (RL step {done})")
+        elif hasattr(trainer.estimator, "tracker") and cfg.algo.tracker.warm_start:
+            _warm_start_tracker(cfg, trainer, processor, train_set, progress, console)
         try:
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         except KeyboardInterrupt:
@@ -113,7 +137,8 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
         folder.read_metrics(),
         time.time() - started,
         {"run": folder.name, "algo": cfg.algo.name, "model": cfg.model.preset, "data": cfg.data.name,
-         "seed": cfg.seed, "rollouts": cfg.train.max_steps * cfg.train.rollouts_per_step},
+         "seed": cfg.seed, "rollouts": cfg.train.max_steps * cfg.train.rollouts_per_step,
+         "collapse_alarms": [a.to_dict() for a in detector.alarms], "stopped": logger.stop_reason},
     )
     folder.write_summary(summary)
     if wandb_run is not None:
@@ -134,5 +159,10 @@ def _print_summary(console, folder, summary: dict) -> None:
     table.add_row("best validation accuracy", f"{pct(summary['best_val_accuracy'])} at step {summary['best_step']}")
     table.add_row("RL steps / rollouts", f"{summary['steps']} / {summary['rollouts']}")
     table.add_row("wall time", f"{summary['wall_seconds']:.0f} s")
+    if summary.get("collapse_alarms"):
+        first = summary["collapse_alarms"][0]
+        table.add_row("collapse alarms", f"{len(summary['collapse_alarms'])} (first: {first['rule']} at step {first['step']})")
+    if summary.get("stopped"):
+        table.add_row("stopped early", summary["stopped"])
     table.add_row("run folder", str(folder.path))
     console.print(table)

@@ -1,25 +1,227 @@
-"""The TRL seam: one small GRPOTrainer subclass through which every algorithm runs.
+"""The TRL seam: one small GRPOTrainer subclass through which GRPO, MVSR and MSSR all run.
 
-What it changes, and why:
-- checkpoints are written to a staging folder and moved into place with one rename, so a crash
-  mid-save never leaves a half-written checkpoint that a resume would pick up.
+TRL does generation, batching of images, the PPO-clip loss with clip-higher and dual-clip, the
+k3 KL to the reference, optimisation and checkpoints. This class changes four things, each at
+one TRL method (``tests/test_trl_seam.py`` fails loudly if one of them changes upstream):
+
+- ``_calculate_rewards``: keep the gathered rewards of the whole batch (every process) and the
+  stable prompt ids beside them, in the same order.
+- ``_generate_and_score_completions``: replace TRL's advantages with the configured estimator's
+  (for every algorithm, GRPO included); tag each rollout with its global row so that per-rollout
+  statistics survive TRL's shuffle and split into micro-batches.
+- ``_get_per_token_logps_and_entropies`` (only when called from the loss): TRL has just computed
+  each token's log-prob and entropy for the loss; add MSSR's shaping term to the advantages
+  there, turning them into the (B, T) advantages the loss then reads, with no extra forward pass.
+- ``_compute_loss``: measure the step's KL to the reference from the same forward pass (while
+  the policy is still the rollout policy), then let the estimator update its tracker.
+
+Plus atomic checkpoints that also hold the estimator's state (the value tracker).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
-from trl import GRPOTrainer
+import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import GRPOTrainer
+
+from mssr_cli.algos.shaping import entropy_shaping_term, sampled_token_entropy, shaping_cap_fraction
+from mssr_cli.training.estimators import build_estimator
+
+STATE_FILE = "mssr_state.json"  # estimator (value tracker) and other mssr state inside each checkpoint
 
 
 class RLTrainer(GRPOTrainer):
-    """GRPOTrainer with atomic checkpoints (and, later, the single-rollout estimators)."""
+    """GRPOTrainer whose advantages come from ``mssr_cli.algos``; see the module docstring."""
 
-    def __init__(self, *args, keep_checkpoints: int = 2, **kwargs):
+    def __init__(self, *args, algo_cfg, keep_checkpoints: int = 2, extra_state: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.keep_checkpoints = keep_checkpoints
+        self.estimator = build_estimator(algo_cfg)
+        self.shaping = algo_cfg.shaping
+        # objects with state_dict()/load_state_dict() saved in each checkpoint (entropy baseline, detector)
+        self.extra_state = dict(extra_state or {})
+        self.last_step: dict = {}  # the latest step's ids, rewards and advantages (tests, debugging)
+        self._loss_inputs: dict | None = None
+        self._reset_step()
+
+    # ---- one RL step's bookkeeping -------------------------------------------------------------
+
+    def _reset_step(self) -> None:
+        self._loss_calls = 0
+        self._kl_rows: list[torch.Tensor] = []  # global row of each on-policy rollout seen by the loss
+        self._kl_values: list[torch.Tensor] = []  # its token-mean k3 KL to the reference
+        self._stats = {"adv_sum": 0.0, "adv_abs_sum": 0.0, "adv_sq_sum": 0.0, "adv_max": float("-inf"),
+                       "tokens": 0.0, "psi_sum": 0.0, "cap_tokens": 0.0}
+
+    @property
+    def _loss_calls_per_step(self) -> int:
+        return self.args.steps_per_generation * self.num_iterations
+
+    # ---- rewards and advantages (once per RL step) ---------------------------------------------
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        from accelerate.utils import gather_object
+
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # [N, F], N = all processes
+        # gather_object keeps process order, as TRL's gather of the rewards does: ids[i] is row i
+        self._batch_ids = gather_object([row["id"] for row in inputs])
+        self._batch_rewards_per_func = rewards_per_func
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if not self.model.training:
+            return output
+        weights = self.reward_weights.to(self._batch_rewards_per_func.device)
+        rewards = (self._batch_rewards_per_func * weights.unsqueeze(0)).nansum(dim=1).float().cpu()  # [N]
+        advantages, metrics = self.estimator.advantages(self._batch_ids, rewards)  # [N]
+        local = output["prompt_ids"].size(0)
+        start = self.accelerator.process_index * local  # TRL's own process slice
+        self.last_step = {"ids": list(self._batch_ids), "rewards": rewards, "advantages": advantages,
+                          "trl_advantages": output["advantages"].detach().cpu().clone()}
+        device = output["advantages"].device
+        output["advantages"] = advantages[start : start + local].to(device)  # [B]
+        output["mssr_row"] = torch.arange(start, start + local, device=device)  # [B], survives shuffling
+        self._reset_step()
+        for name, value in metrics.items():
+            self._metrics["train"][name] = [value]
+        return output
+
+    # ---- loss time: shaping, KL for the tracker, advantage statistics ---------------------------
+
+    def _compute_loss(self, model, inputs):
+        # TRL reuses a buffered micro-batch across num_iterations: shape a copy, never the buffer
+        inputs = dict(inputs)
+        self._loss_inputs = inputs
+        try:
+            loss = super()._compute_loss(model, inputs)
+        finally:
+            self._loss_inputs = None
+        self._loss_calls += 1
+        if self._loss_calls == self.args.gradient_accumulation_steps:  # end of the on-policy update
+            self._finish_tracker_step()
+        if self._loss_calls == self._loss_calls_per_step:
+            self._publish_step_stats()
+        return loss
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+        inputs = self._loss_inputs
+        if inputs is not None and kwargs.get("compute_entropy"):  # the loss's own forward pass
+            per_token_logps, entropies, _ = out
+            inputs["advantages"] = self._shaped_advantages(inputs, per_token_logps, entropies)
+            self._record_kl(inputs, per_token_logps)
+        return out
+
+    def _shaped_advantages(self, inputs: dict, per_token_logps: torch.Tensor, entropies: torch.Tensor) -> torch.Tensor:
+        """(B, T) advantages the loss trains on: A broadcast to tokens, plus psi for MSSR (eq. psi_t)."""
+        mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+        mask = mask.float()  # [B, T]
+        adv = inputs["advantages"]
+        adv = (adv.unsqueeze(1) if adv.dim() == 1 else adv).expand_as(per_token_logps)  # [B, T]
+        stats = self._stats
+        if self.shaping.enabled:
+            if self.shaping.entropy == "sampled":
+                # the reference code's -p log p of the sampled token, under the rollout policy
+                rollout_logps = inputs.get("old_per_token_logps")
+                rollout_logps = per_token_logps.detach() if rollout_logps is None else rollout_logps
+                entropy = sampled_token_entropy(rollout_logps, mask)  # [B, T]
+            else:
+                entropy = entropies  # [B, T], full next-token entropy of the policy in this forward pass
+            psi = entropy_shaping_term(adv, entropy, mask, self.shaping.alpha, self.shaping.kappa)  # [B, T]
+            cap_frac = shaping_cap_fraction(adv, entropy, mask, self.shaping.alpha, self.shaping.kappa)
+            stats["psi_sum"] += (psi * mask).sum().item()
+            stats["cap_tokens"] += cap_frac * mask.sum().item()  # a count, so micro-batches add up
+            adv = adv + psi
+        adv = (adv * mask).detach()  # [B, T]
+        stats["adv_sum"] += adv.sum().item()
+        stats["adv_abs_sum"] += adv.abs().sum().item()
+        stats["adv_sq_sum"] += (adv**2).sum().item()
+        stats["tokens"] += mask.sum().item()
+        if mask.any():
+            stats["adv_max"] = max(stats["adv_max"], adv.abs()[mask.bool()].max().item())
+        return adv
+
+    def _record_kl(self, inputs: dict, per_token_logps: torch.Tensor) -> None:
+        """Token-mean k3 KL(pi || pi_ref) per rollout, from the loss's log-probs (while still on-policy)."""
+        ref = inputs.get("ref_per_token_logps")
+        if ref is None or self._loss_calls >= self.args.gradient_accumulation_steps:
+            return
+        mask = inputs["completion_mask"].float()  # [B, T]
+        diff = ref - per_token_logps.detach()  # [B, T]
+        k3 = torch.exp(diff) - diff - 1  # [B, T], the low-variance estimator TRL's loss uses
+        per_rollout = (k3 * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # [B]
+        self._kl_rows.append(inputs["mssr_row"].detach())
+        self._kl_values.append(per_rollout)
+
+    def _finish_tracker_step(self) -> None:
+        kl, prompt_kl = None, None
+        if self._kl_values:
+            rows = self.accelerator.gather(torch.cat(self._kl_rows)).cpu()  # [M] over processes
+            values = self.accelerator.gather(torch.cat(self._kl_values).float()).cpu()  # [M]
+            kl = values.mean().item()  # token-mean, then batch-mean (the reference's KL metric)
+            if self.estimator_needs_prompt_kl:
+                prompt_kl = torch.full((len(self.last_step["ids"]),), float("nan"))
+                prompt_kl[rows] = values  # [N] in batch order; NaN where not measured
+        metrics = self.estimator.finish_step(kl, prompt_kl)
+        for name, value in metrics.items():
+            self._metrics["train"][name] = [value]
+
+    @property
+    def estimator_needs_prompt_kl(self) -> bool:
+        tracker = getattr(self.estimator, "tracker", None)
+        return tracker is not None and tracker.schedule == "per_prompt"
+
+    def _publish_step_stats(self) -> None:
+        keys = ["adv_sum", "adv_abs_sum", "adv_sq_sum", "tokens", "psi_sum", "cap_tokens"]
+        device = self.accelerator.device
+        totals = self.accelerator.reduce(torch.tensor([self._stats[k] for k in keys], device=device), reduction="sum")
+        total = dict(zip(keys, totals.tolist(), strict=True))
+        peak = self.accelerator.gather(torch.tensor([self._stats["adv_max"]], device=device)).max().item()
+        n = max(total["tokens"], 1.0)
+        mean = total["adv_sum"] / n
+        out = {
+            "collapse/adv_abs_mean": total["adv_abs_sum"] / n,
+            "collapse/adv_std": max(total["adv_sq_sum"] / n - mean**2, 0.0) ** 0.5,
+            "collapse/adv_max": peak if peak != float("-inf") else 0.0,
+        }
+        if self.shaping.enabled:
+            out["collapse/shaping_mean"] = total["psi_sum"] / n
+            out["collapse/shaping_cap_frac"] = total["cap_tokens"] / n
+        for name, value in out.items():
+            self._metrics["train"][name] = [value]
+
+    # ---- the tracker warm start ----------------------------------------------------------------
+
+    def warm_start_tracker(self, outcomes_by_id: dict) -> None:
+        """Seed the value tracker with n0 outcomes per prompt (see ``tracker_warm_start``)."""
+        tracker = getattr(self.estimator, "tracker", None)
+        if tracker is not None and outcomes_by_id:
+            ids = list(outcomes_by_id)
+            tracker.warm_start(ids, [outcomes_by_id[i] for i in ids])
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+
+    def mssr_state(self) -> dict:
+        return {"estimator": self.estimator.state_dict(),
+                **{name: obj.state_dict() for name, obj in self.extra_state.items()}}
+
+    def load_mssr_state(self, checkpoint_dir: str) -> bool:
+        """Restore the estimator (tracker) and extra state saved beside a checkpoint; False if absent."""
+        path = os.path.join(checkpoint_dir, STATE_FILE)
+        if not os.path.exists(path):
+            return False
+        with open(path) as f:
+            state = json.load(f)
+        self.estimator.load_state_dict(state["estimator"])
+        for name, obj in self.extra_state.items():
+            if name in state:
+                obj.load_state_dict(state[name])
+        return True
 
     def _save_checkpoint(self, model, trial):
         final_root = self.args.output_dir
@@ -33,9 +235,13 @@ class RLTrainer(GRPOTrainer):
             self.args.output_dir = final_root
         if not self.args.should_save:
             return
+        staged = os.path.join(staging_root, name)
+        with open(os.path.join(staged, STATE_FILE), "w") as f:
+            json.dump(self.mssr_state(), f)
+        # one rename makes the checkpoint appear whole: a crash mid-save leaves only .staging behind
         target = os.path.join(final_root, name)
         shutil.rmtree(target, ignore_errors=True)
-        os.replace(os.path.join(staging_root, name), target)
+        os.replace(staged, target)
         self._drop_old_checkpoints(final_root)
 
     def _drop_old_checkpoints(self, root: str) -> None:

@@ -28,12 +28,16 @@ def grpo_args(cfg, output_dir: str):
     layout = steps_layout(cfg)
     train, algo = cfg.train, cfg.algo
     updates = layout["updates_per_step"]
-    return GRPOConfig(
+    group = algo.rollouts_per_prompt
+    args = GRPOConfig(
         output_dir=output_dir,
         seed=cfg.seed,
         data_seed=cfg.seed,
         max_steps=train.max_steps * updates,  # TRL counts optimizer updates
-        num_generations=algo.rollouts_per_prompt,
+        # GRPOConfig.__post_init__ refuses num_generations < 2 because TRL's own advantage needs a
+        # group; ours come from the estimator. Validate with a group of the whole generation batch
+        # (it divides itself), then set the real G = 1 below (no re-validation on assignment).
+        num_generations=group if group > 1 else train.rollouts_per_step,
         generation_batch_size=train.rollouts_per_step,
         per_device_train_batch_size=layout["micro_batch_size"],  # one process; several GPUs: later issue
         gradient_accumulation_steps=layout["grad_accum"],
@@ -68,3 +72,7 @@ def grpo_args(cfg, output_dir: str):
         log_completions=False,
         remove_unused_columns=False,
     )
+    if group == 1:
+        args.num_generations = 1
+        args.num_generations_eval = 1
+    return args

@@ -24,8 +24,12 @@ def batches(dataset, batch_size: int) -> Iterator[dict]:
         yield dataset[start : start + batch_size]
 
 
-def generate_answers(model, processor, dataset, batch_size: int = 64, max_new_tokens: int = 16) -> list[str]:
-    """Greedy completions (decoded, special tokens dropped) for every row, in order."""
+def generate_answers(model, processor, dataset, batch_size: int = 64, max_new_tokens: int = 16,
+                     temperature: float = 0.0, top_p: float = 1.0, on_batch=None) -> list[str]:
+    """Completions (decoded, special tokens dropped) for every row, in order.
+
+    Greedy when ``temperature`` is 0, else sampled; ``on_batch(n)`` is called after each batch
+    (progress bars)."""
     import torch
 
     was_training = model.training
@@ -37,9 +41,12 @@ def generate_answers(model, processor, dataset, batch_size: int = 64, max_new_to
                 texts = chat_texts(processor, batch["prompt"])
                 inputs = processor(images=[[im] for im in batch["image"]], text=texts, padding=True, return_tensors="pt")
                 inputs = inputs.to(model.device)
-                generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+                sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+                generated = model.generate(**inputs, max_new_tokens=max_new_tokens, **sampling)
                 new_tokens = generated[:, inputs["input_ids"].shape[1] :]
                 outputs += processor.batch_decode(new_tokens, skip_special_tokens=True)
+                if on_batch is not None:
+                    on_batch(len(texts))
     finally:
         model.train(was_training)
     return outputs
