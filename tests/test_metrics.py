@@ -14,11 +14,15 @@ from mssr_cli.training.run_folder import RunFolder, summarize
 def test_rename_keeps_documented_metrics_only():
     logs = {"reward": 0.5, "entropy": 1.2, "grad_norm": 0.3, "kl": 0.01, "rewards/accuracy/mean": 0.5,
             "rewards/format/mean": 1.0, "frac_reward_zero_std": 0.25, "clip_ratio/region_mean": 0.0,
-            "num_tokens": 100, "epoch": 0.1, "completions/mean_length": 6.0}
+            "num_tokens": 100, "epoch": 0.1, "completions/mean_length": 6.0,
+            "tracker/rho": 0.9, "collapse/adv_max": 2.0, "grpo/zero_std_frac": 0.5, "collapse/note": "text"}
     out = rename_trl_logs(logs)
+    # TRL's frac_reward_zero_std is dropped: with one rollout per prompt it reads 1.0 and means nothing;
+    # the GRPO estimator logs grpo/zero_std_frac itself. The seam's own names pass through.
     assert out == {"train/reward": 0.5, "collapse/entropy": 1.2, "collapse/grad_norm": 0.3, "collapse/kl_ref": 0.01,
-                   "train/accuracy": 0.5, "train/format_rate": 1.0, "grpo/zero_std_frac": 0.25,
-                   "collapse/clip_frac": 0.0, "train/response_length": 6.0}
+                   "train/accuracy": 0.5, "train/format_rate": 1.0, "collapse/clip_frac": 0.0,
+                   "train/response_length": 6.0, "tracker/rho": 0.9, "collapse/adv_max": 2.0,
+                   "grpo/zero_std_frac": 0.5}
 
 
 def test_entropy_ratio_uses_the_first_steps():

@@ -11,10 +11,11 @@ from mssr_cli.config.compose import compose
 from mssr_cli.training.runner import run_training
 
 REQUIRED_EVERY_STEP = ["train/reward", "train/accuracy", "train/format_rate", "collapse/entropy",
-                       "collapse/entropy_ratio", "collapse/grad_norm", "collapse/kl_ref", "grpo/zero_std_frac"]
+                       "collapse/entropy_ratio", "collapse/grad_norm", "collapse/kl_ref", "collapse/alarm",
+                       "tracker/rho", "collapse/shaping_mean"]
 
 SHORT = ["train.max_steps=3", "train.eval_every=2", "train.save_every=2", "train.rollouts_per_step=16",
-         "algo.rollouts_per_prompt=4", "data.val_limit=40", "logging.progress=false"]
+         "data.val_limit=40", "logging.progress=false"]  # the default algorithm (mssr)
 
 
 @pytest.mark.slow
