@@ -46,7 +46,7 @@ def train(
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run folder (default: runs/<name>).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
 ) -> None:
-    """Train a policy with RL on the composed config (default: GRPO on the tiny model and digits)."""
+    """Train a policy with RL on the composed config (default: MSSR on the tiny model and digits)."""
     from mssr_cli.console import fail, stdout_console
     from mssr_cli.config.compose import ConfigError, compose
 

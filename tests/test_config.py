@@ -14,7 +14,8 @@ from mssr_cli.config.paths import group_options
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in group_options(g)])
 def test_every_group_option_composes(group, option):
     cfg = compose([f"{group}={option}"])
-    assert cfg[group] is not None
+    if group != "ablation":  # ablation files are diffs at the top level, not a config node
+        assert cfg[group] is not None
     if group == "model":
         assert cfg.model.preset == option
 
@@ -44,6 +45,32 @@ def test_algorithms_use_equal_rollouts_and_the_paper_settings(algo):
     assert shaping.enabled == (algo == "mssr")
     if algo == "mssr":
         assert (shaping.alpha, shaping.kappa, shaping.entropy) == (0.4, 2.0, "full")
+
+
+ABLATION_EFFECT = {  # variant -> (dotted key, value it must set)
+    "no_shaping": ("algo.shaping.enabled", False),
+    "entropy_loss": ("algo.entropy_coef", 0.01),
+    "cross_modal_kl": ("algo.cross_modal_kl_coef", 0.01),
+    "no_clip_high": ("algo.clip_high", 0.2),
+    "per_prompt_rho": ("algo.tracker.schedule", "per_prompt"),
+    "sampled_entropy": ("algo.shaping.entropy", "sampled"),
+    "monotone_schedule": ("algo.tracker.schedule", "monotone"),
+    "grpo": ("algo.name", "grpo"),
+}
+
+
+def test_every_ablation_variant_changes_what_it_says():
+    from omegaconf import OmegaConf
+
+    assert set(group_options("ablation")) == {*ABLATION_EFFECT, "none"}
+    base = compose([])
+    for variant, (dotted, value) in ABLATION_EFFECT.items():
+        cfg = compose([f"ablation={variant}"])
+        assert OmegaConf.select(cfg, dotted) == value != OmegaConf.select(base, dotted), variant
+        assert cfg.train.rollouts_per_step == base.train.rollouts_per_step  # equal rollouts per step
+    shaped_off = {"entropy_loss", "cross_modal_kl", "no_shaping", "grpo"}
+    for variant in ABLATION_EFFECT:
+        assert compose([f"ablation={variant}"]).algo.shaping.enabled == (variant not in shaped_off), variant
 
 
 def test_registry_names_match_the_validation_lists():

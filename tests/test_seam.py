@@ -200,3 +200,27 @@ def test_stop_on_collapse_checkpoints_and_says_why(tmp_path, tiny_policy_path, m
     assert summary["steps"] == 2 and "format_collapse at step 2" in summary["stopped"]
     assert (tmp_path / "stop" / "checkpoints" / "checkpoint-2").is_dir()
     assert summary["collapse_alarms"][0]["rule"] == "format_collapse"
+
+
+def test_blank_image_rows_are_what_the_processor_makes_of_a_black_image(mssr_run):
+    from PIL import Image
+
+    rec, *_ = mssr_run
+    trainer, inputs = rec.trainers[0], rec.loss_inputs[0]
+    black = trainer.processing_class.image_processor(images=[Image.new("RGB", (56, 56))], return_tensors="pt")
+    blank = trainer._blank_pixel_values(inputs["pixel_values"])
+    assert blank.shape == inputs["pixel_values"].shape
+    torch.testing.assert_close(blank[: black["pixel_values"].shape[0]], black["pixel_values"])
+
+
+def test_cross_modal_kl_enters_the_loss(mssr_run):
+    rec, *_ = mssr_run
+    trainer, inputs = rec.trainers[0], rec.loss_inputs[0]
+    losses = []
+    for coef in (0.0, 1.0):
+        trainer.cross_modal_kl_coef = coef
+        with torch.no_grad():
+            losses.append(trainer._compute_loss(trainer.model, inputs).item())
+    trainer.cross_modal_kl_coef = 0.0
+    # k3 >= 0 and the image matters to a trained policy: the KL term raises the loss
+    assert losses[1] > losses[0]

@@ -16,7 +16,7 @@ from mssr_cli.config.paths import conf_dir, group_options
 ESTIMATOR_NAMES = ("grpo", "single_rollout")
 SCHEDULE_NAMES = ("paper", "monotone", "per_prompt")
 
-GROUPS = ("algo", "model", "data", "train", "logging")
+GROUPS = ("algo", "model", "data", "train", "logging", "ablation")
 
 
 class ConfigError(ValueError):
@@ -117,6 +117,8 @@ def validate(cfg) -> None:
         raise ConfigError(f"algo.tracker.v_init={tracker.v_init}: must be in [0, 1]")
     if shaping.kappa <= 0:
         raise ConfigError(f"algo.shaping.kappa={shaping.kappa}: must be > 0 (psi is capped at |A| / kappa)")
+    if algo.cross_modal_kl_coef < 0 or algo.entropy_coef < 0:
+        raise ConfigError("algo.cross_modal_kl_coef and algo.entropy_coef must be >= 0")
     if shaping.alpha < 0:
         raise ConfigError(f"algo.shaping.alpha={shaping.alpha}: must be >= 0")
     positive = {

@@ -51,6 +51,7 @@ class AlgoConfig:
     dual_clip: float | None = key(3.0, "dual-clip bound on the ratio for negative advantages; null disables")
     kl_coef: float = key(0.01, "coefficient of the k3 KL-to-reference loss (0 drops the reference model)")
     entropy_coef: float = key(0.0, "entropy bonus coefficient in the loss (the paper uses none)")
+    cross_modal_kl_coef: float = key(0.0, "coefficient of KL(pi(.|text, image) || pi(.|text, blank image)) in the loss (one extra forward pass)")
     loss_agg: str = key("token_mean", "loss aggregation: token_mean | seq_mean_token_mean | seq_mean_token_sum_norm")
 
 
@@ -129,6 +130,7 @@ class LoggingConfig:
     entity: str | None = key(None, "W&B entity (team or user)")
     runs_root: str = key("runs", "folder that receives one sub-folder per run")
     progress: bool = key(True, "show the rich progress bar")
+    variant: str | None = key(None, "label `mssr compare` groups runs by (seeds together); null: the algorithm name")
 
 
 @dataclass

@@ -136,7 +136,7 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
     summary = summarize(
         folder.read_metrics(),
         time.time() - started,
-        {"run": folder.name, "algo": cfg.algo.name, "model": cfg.model.preset, "data": cfg.data.name,
+        {"run": folder.name, "variant": cfg.logging.variant or cfg.algo.name, "algo": cfg.algo.name, "model": cfg.model.preset, "data": cfg.data.name,
          "seed": cfg.seed, "rollouts": cfg.train.max_steps * cfg.train.rollouts_per_step,
          "collapse_alarms": [a.to_dict() for a in detector.alarms], "stopped": logger.stop_reason},
     )

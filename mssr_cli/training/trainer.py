@@ -42,6 +42,9 @@ class RLTrainer(GRPOTrainer):
         self.keep_checkpoints = keep_checkpoints
         self.estimator = build_estimator(algo_cfg)
         self.shaping = algo_cfg.shaping
+        self.cross_modal_kl_coef = float(algo_cfg.cross_modal_kl_coef)
+        self._blank_row: torch.Tensor | None = None
+        self._loss_logps: torch.Tensor | None = None
         # objects with state_dict()/load_state_dict() saved in each checkpoint (entropy baseline, detector)
         self.extra_state = dict(extra_state or {})
         self.last_step: dict = {}  # the latest step's ids, rewards and advantages (tests, debugging)
@@ -55,7 +58,8 @@ class RLTrainer(GRPOTrainer):
         self._kl_rows: list[torch.Tensor] = []  # global row of each on-policy rollout seen by the loss
         self._kl_values: list[torch.Tensor] = []  # its token-mean k3 KL to the reference
         self._stats = {"adv_sum": 0.0, "adv_abs_sum": 0.0, "adv_sq_sum": 0.0, "adv_max": float("-inf"),
-                       "tokens": 0.0, "psi_sum": 0.0, "cap_tokens": 0.0}
+                       "tokens": 0.0, "psi_sum": 0.0, "cap_tokens": 0.0,
+                       "cross_modal_kl_sum": 0.0, "cross_modal_kl_calls": 0.0}
 
     @property
     def _loss_calls_per_step(self) -> int:
@@ -99,8 +103,10 @@ class RLTrainer(GRPOTrainer):
         self._loss_inputs = inputs
         try:
             loss = super()._compute_loss(model, inputs)
+            if self.cross_modal_kl_coef > 0:
+                loss = loss + self.cross_modal_kl_coef * self._cross_modal_kl(model, inputs)
         finally:
-            self._loss_inputs = None
+            self._loss_inputs, self._loss_logps = None, None
         self._loss_calls += 1
         if self._loss_calls == self.args.gradient_accumulation_steps:  # end of the on-policy update
             self._finish_tracker_step()
@@ -113,6 +119,7 @@ class RLTrainer(GRPOTrainer):
         inputs = self._loss_inputs
         if inputs is not None and kwargs.get("compute_entropy"):  # the loss's own forward pass
             per_token_logps, entropies, _ = out
+            self._loss_logps = per_token_logps  # [B, T], with grad: the cross-modal KL needs it
             inputs["advantages"] = self._shaped_advantages(inputs, per_token_logps, entropies)
             self._record_kl(inputs, per_token_logps)
         return out
@@ -146,6 +153,45 @@ class RLTrainer(GRPOTrainer):
             stats["adv_max"] = max(stats["adv_max"], adv.abs()[mask.bool()].max().item())
         return adv
 
+    def _blank_pixel_values(self, like: torch.Tensor) -> torch.Tensor:
+        """pixel_values of a blank (black) image with the same patch grid: every patch of a constant
+        image is the same row, so one row from the model's own image processor, repeated."""
+        if self._blank_row is None:
+            from PIL import Image
+
+            proc = self.processing_class.image_processor
+            side = proc.patch_size * proc.merge_size
+            pixels = proc(images=[Image.new("RGB", (side, side))], return_tensors="pt")["pixel_values"]
+            self._blank_row = pixels[0]
+        return self._blank_row.to(like).expand_as(like)
+
+    def _cross_modal_kl(self, model, inputs: dict) -> torch.Tensor:
+        """The cross_modal_kl ablation: KL(pi(.|text, image) || pi(.|text, blank image)), k3 estimate on
+        the sampled tokens, token mean, scaled for gradient accumulation like TRL's entropy bonus.
+
+        The blank-image pass is the one extra forward pass; it is an anchor (no gradient), like the
+        reference model. (The paper's reference code computes this term under no_grad from old
+        log-probs, so there it only shifts the logged loss; here it has a gradient.)"""
+        mask = inputs["completion_mask"].float()  # [B, T]
+        with torch.no_grad():
+            blank_logps, _, _ = super()._get_per_token_logps_and_entropies(
+                model,
+                torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1),
+                torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1),
+                inputs["completion_ids"].size(1),
+                pixel_values=self._blank_pixel_values(inputs["pixel_values"]),
+                image_grid_thw=inputs.get("image_grid_thw"),
+                num_images=inputs.get("num_images"),
+                mm_token_type_ids=inputs.get("mm_token_type_ids"),
+                token_type_ids=inputs.get("token_type_ids"),
+            )  # [B, T]
+        diff = blank_logps - self._loss_logps  # [B, T]
+        k3 = torch.exp(diff) - diff - 1  # [B, T]
+        kl = (k3 * mask).sum() / mask.sum().clamp(min=1.0)
+        self._stats["cross_modal_kl_sum"] += kl.item()
+        self._stats["cross_modal_kl_calls"] += 1
+        return kl / self.current_gradient_accumulation_steps
+
     def _record_kl(self, inputs: dict, per_token_logps: torch.Tensor) -> None:
         """Token-mean k3 KL(pi || pi_ref) per rollout, from the loss's log-probs (while still on-policy)."""
         ref = inputs.get("ref_per_token_logps")
@@ -177,7 +223,8 @@ class RLTrainer(GRPOTrainer):
         return tracker is not None and tracker.schedule == "per_prompt"
 
     def _publish_step_stats(self) -> None:
-        keys = ["adv_sum", "adv_abs_sum", "adv_sq_sum", "tokens", "psi_sum", "cap_tokens"]
+        keys = ["adv_sum", "adv_abs_sum", "adv_sq_sum", "tokens", "psi_sum", "cap_tokens", "cross_modal_kl_sum",
+                "cross_modal_kl_calls"]
         device = self.accelerator.device
         totals = self.accelerator.reduce(torch.tensor([self._stats[k] for k in keys], device=device), reduction="sum")
         total = dict(zip(keys, totals.tolist(), strict=True))
@@ -189,6 +236,8 @@ class RLTrainer(GRPOTrainer):
             "collapse/adv_std": max(total["adv_sq_sum"] / n - mean**2, 0.0) ** 0.5,
             "collapse/adv_max": peak if peak != float("-inf") else 0.0,
         }
+        if self.cross_modal_kl_coef > 0:
+            out["collapse/cross_modal_kl"] = total["cross_modal_kl_sum"] / max(total["cross_modal_kl_calls"], 1.0)
         if self.shaping.enabled:
             out["collapse/shaping_mean"] = total["psi_sum"] / n
             out["collapse/shaping_cap_frac"] = total["cap_tokens"] / n

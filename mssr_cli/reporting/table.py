@@ -1,0 +1,163 @@
+"""The comparison as a rich table (console), a markdown table (compare.md) and a CSV (compare.csv)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from mssr_cli.reporting.stats import Spread
+from mssr_cli.reporting.variants import Comparison, VariantRow
+
+CSV_COLUMNS = [
+    "variant", "reference", "metric", "target", "seeds", "incomplete_runs", "rollouts_per_step",
+    "final_mean", "final_std", "final_min", "final_max",
+    "best_mean", "best_std", "best_min", "best_max",
+    "reached", "steps_to_target", "steps_ratio", "rollouts_to_target", "rollouts_ratio",
+    "entropy_ratio_lowest_mean", "entropy_ratio_lowest_worst", "entropy_ratio_worst_run",
+    "runs_with_alarms", "alarm_rules", "step_seconds_median",
+]  # fmt: skip
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _count(value: float | None) -> str:
+    """Steps and rollouts: whole numbers unless a mean over seeds makes them fractional."""
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+def _spread(s: Spread | None) -> str:
+    if s is None:
+        return "-"
+    text = _num(s.mean)
+    if s.std is not None:
+        text += f" ± {_num(s.std)} ({_num(s.min)}–{_num(s.max)})"
+    return text
+
+
+def _to_target(row: VariantRow, value: float | None, ratio: float | None) -> str:
+    if row.reached == 0:
+        return f"never (0/{row.seeds})"
+    notes = [] if row.is_reference else [f"{_num(ratio, 2)}x"]
+    if row.reached < row.seeds:
+        notes.append(f"{row.reached}/{row.seeds} reached")
+    return _count(value) + (f" ({', '.join(notes)})" if notes else "")
+
+
+def _entropy(row: VariantRow) -> str:
+    if row.entropy_ratio_lowest is None:
+        return "-"
+    if row.seeds == 1:
+        return _num(row.entropy_ratio_lowest, 2)
+    return f"{_num(row.entropy_ratio_lowest, 2)} (worst {_num(row.entropy_ratio_worst, 2)}, {row.entropy_ratio_worst_run})"
+
+
+def _alarms(row: VariantRow) -> str:
+    text = f"{row.runs_with_alarms}/{row.seeds}"
+    return text + (f": {', '.join(row.alarm_rules)}" if row.alarm_rules else "")
+
+
+def headers(cmp: Comparison) -> list[str]:
+    return [
+        "variant", "seeds",
+        f"final {cmp.metric} (mean ± std (min–max))", f"best {cmp.metric}",
+        "steps to target (vs ref)", "rollouts to target (vs ref)",
+        "lowest entropy ratio", "runs with alarms", "s/step (median)",
+    ]  # fmt: skip
+
+
+def cells(row: VariantRow) -> list[str]:
+    seeds = str(row.seeds) + (f" ({len(row.incomplete)} incomplete)" if row.incomplete else "")
+    return [
+        row.variant + (" (ref)" if row.is_reference else ""),
+        seeds,
+        _spread(row.final),
+        _spread(row.best),
+        _to_target(row, row.steps_to_target, row.steps_ratio),
+        _to_target(row, row.rollouts_to_target, row.rollouts_ratio),
+        _entropy(row),
+        _alarms(row),
+        _num(row.step_seconds_median, 2),
+    ]
+
+
+def target_line(cmp: Comparison) -> str:
+    """One line: what the reference and the target are."""
+    ref = cmp.groups[cmp.reference]
+    if cmp.target is None:
+        return f"Reference: {cmp.reference} ({len(ref)} seeds), which logged no {cmp.metric}: no target."
+    return (
+        f"Reference: {cmp.reference} ({len(ref)} seeds); target: {cmp.metric} >= {cmp.target:.3f}, the reference's "
+        f"final value (mean over its seeds); steps/rollouts to target: per seed the first step reaching it, "
+        f"mean over the seeds that did."
+    )
+
+
+def rich_table(cmp: Comparison):
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"mssr compare: {cmp.metric}", caption=target_line(cmp), caption_justify="left")
+    for i, header in enumerate(headers(cmp)):
+        table.add_column(header, justify="left" if i == 0 else "right", overflow="fold")
+    for row in cmp.rows:
+        table.add_row(*(Text(c) for c in cells(row)), style="bold" if row.is_reference else None)
+    return table
+
+
+def markdown(cmp: Comparison, notes: list[str] = ()) -> str:
+    def md_row(items):
+        return "| " + " | ".join(str(i).replace("|", "\\|") for i in items) + " |"
+
+    head = headers(cmp)
+    lines = [f"# mssr compare: {cmp.metric}", "", md_row(head), "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    lines += [md_row(cells(row)) for row in cmp.rows]
+    lines += ["", target_line(cmp)]
+    incomplete = [name for row in cmp.rows for name in row.incomplete]
+    if incomplete:
+        lines += ["", f"Incomplete runs (no summary.json; read from metrics.jsonl): {', '.join(incomplete)}."]
+    lines += [""] + [f"- {note}" for note in notes] + ([""] if notes else [])
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def csv_records(cmp: Comparison) -> list[dict]:
+    def spread_fields(prefix: str, s: Spread | None) -> dict:
+        return {f"{prefix}_{k}": (getattr(s, k) if s is not None else None) for k in ("mean", "std", "min", "max")}
+
+    records = []
+    for row in cmp.rows:
+        records.append({
+            "variant": row.variant,
+            "reference": int(row.is_reference),
+            "metric": cmp.metric,
+            "target": cmp.target,
+            "seeds": row.seeds,
+            "incomplete_runs": len(row.incomplete),
+            "rollouts_per_step": row.rollouts_per_step,
+            **spread_fields("final", row.final),
+            **spread_fields("best", row.best),
+            "reached": row.reached,
+            "steps_to_target": row.steps_to_target,
+            "steps_ratio": row.steps_ratio,
+            "rollouts_to_target": row.rollouts_to_target,
+            "rollouts_ratio": row.rollouts_ratio,
+            "entropy_ratio_lowest_mean": row.entropy_ratio_lowest,
+            "entropy_ratio_lowest_worst": row.entropy_ratio_worst,
+            "entropy_ratio_worst_run": row.entropy_ratio_worst_run,
+            "runs_with_alarms": row.runs_with_alarms,
+            "alarm_rules": ";".join(row.alarm_rules),
+            "step_seconds_median": row.step_seconds_median,
+        })  # fmt: skip
+    return records
+
+
+def write_csv(cmp: Comparison, path: Path) -> None:
+    """One row per variant; empty cells where a number is not measurable."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for record in csv_records(cmp):
+            writer.writerow({k: ("" if v is None else v) for k, v in record.items()})

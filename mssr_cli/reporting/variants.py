@@ -1,0 +1,172 @@
+"""Group runs by variant (seeds together) and summarise each variant against a reference variant.
+
+The target is the reference variant's final metric value, mean over its seeds. Per seed, the
+steps (and rollouts) to reach it are those of the first logged step whose value is >= the
+target; a variant's number is the mean over the seeds that reached it, and its ratio is that
+over the reference's own steps (rollouts) to reach it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mssr_cli.reporting import stats
+from mssr_cli.reporting.runs import CompareError, Run
+
+DEFAULT_REFERENCE = "grpo"
+ENTROPY_RATIO = "collapse/entropy_ratio"
+STEP_SECONDS = "time/step_seconds"
+
+
+@dataclass
+class VariantRow:
+    """One variant's numbers over its seeds (None: not measurable from these runs)."""
+
+    variant: str
+    is_reference: bool
+    runs: list[str]  # run folder names
+    incomplete: list[str]  # names of runs without summary.json
+    rollouts_per_step: int | None  # None when absent or when the seeds differ
+    final: stats.Spread | None  # last logged metric value
+    best: stats.Spread | None  # highest logged metric value
+    reached: int  # seeds that reached the target
+    steps_to_target: float | None  # mean over the seeds that reached it
+    rollouts_to_target: float | None
+    steps_ratio: float | None  # over the reference's steps to the target
+    rollouts_ratio: float | None
+    entropy_ratio_lowest: float | None  # min over steps of collapse/entropy_ratio, mean over seeds
+    entropy_ratio_worst: float | None  # the lowest seed's min
+    entropy_ratio_worst_run: str | None
+    runs_with_alarms: int
+    alarm_rules: list[str] = field(default_factory=list)
+    step_seconds_median: float | None = None  # median of time/step_seconds over all steps of all seeds
+
+    @property
+    def seeds(self) -> int:
+        return len(self.runs)
+
+
+@dataclass
+class Comparison:
+    metric: str
+    reference: str
+    target: float | None  # the reference's mean final metric value
+    rows: list[VariantRow]  # reference first, then the variants in the order they were found
+    groups: dict[str, list[Run]]  # same order as rows
+
+
+def group_by_variant(runs: list[Run]) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.variant, []).append(run)
+    return groups
+
+
+def pick_reference(variants: list[str], reference: str | None) -> str:
+    """``reference`` if given (it must exist), else "grpo" when present, else the first variant."""
+    if reference is not None:
+        if reference not in variants:
+            raise CompareError(f"unknown reference variant {reference!r}; variants: {', '.join(variants)}")
+        return reference
+    return DEFAULT_REFERENCE if DEFAULT_REFERENCE in variants else variants[0]
+
+
+def check_metric(runs: list[Run], metric: str) -> None:
+    """A metric no run logged is a typo: fail with the metrics that were logged."""
+    logged = {key for run in runs for line in run.metrics for key in line}
+    if metric not in logged:
+        known = sorted(logged - {"step"})
+        raise CompareError(f"no run logged metric {metric!r}; logged: {', '.join(known) or 'nothing'}")
+
+
+def compare_variants(runs: list[Run], metric: str, reference: str | None = None) -> Comparison:
+    if not runs:
+        raise CompareError("no runs to compare")
+    check_metric(runs, metric)
+    groups = group_by_variant(runs)
+    ref = pick_reference(list(groups), reference)
+    groups = {ref: groups[ref], **{v: rs for v, rs in groups.items() if v != ref}}
+
+    target = stats.mean_or_none([_final(run, metric) for run in groups[ref]])
+    ref_steps, ref_rollouts, _ = _to_target(groups[ref], metric, target)
+    rows = [_row(variant, rs, metric, target, variant == ref, ref_steps, ref_rollouts) for variant, rs in groups.items()]
+    return Comparison(metric=metric, reference=ref, target=target, rows=rows, groups=groups)
+
+
+def duplicate_seed_warnings(groups: dict[str, list[Run]]) -> list[str]:
+    """Two runs of one variant with the same seed are counted as two seeds; say so."""
+    out = []
+    for variant, runs in groups.items():
+        seen: dict[int, list[str]] = {}
+        for run in runs:
+            if run.seed is not None:
+                seen.setdefault(run.seed, []).append(run.name)
+        out += [f"variant {variant!r} has {len(names)} runs with seed {seed}: {', '.join(names)}"
+                for seed, names in seen.items() if len(names) > 1]
+    return out
+
+
+def _series(run: Run, metric: str, x: str = "step") -> list[tuple[float, float]]:
+    return stats.metric_series(run.metrics, metric, x=x, rollouts_per_step=run.rollouts_per_step)
+
+
+def _final(run: Run, metric: str) -> float | None:
+    return stats.final_value(_series(run, metric))
+
+
+def _to_target(runs: list[Run], metric: str, target: float | None) -> tuple[float | None, float | None, int]:
+    """Mean steps and mean rollouts to the target over the seeds that reached it, and how many did."""
+    if target is None:
+        return None, None, 0
+    steps, rollouts = [], []
+    for run in runs:
+        step = stats.first_reaching(_series(run, metric), target)
+        if step is None:
+            continue
+        steps.append(step)
+        line = next(m for m in run.metrics if m["step"] == step)
+        rollouts.append(stats.rollouts_at(line, run.rollouts_per_step))
+    return stats.mean_or_none(steps), stats.mean_or_none(rollouts), len(steps)
+
+
+def _alarms(run: Run) -> tuple[bool, list[str]]:
+    rules = [a.get("rule", "?") for a in (run.summary or {}).get("collapse_alarms") or [] if isinstance(a, dict)]
+    raised = bool(rules) or any(line.get("collapse/alarm") == 1 for line in run.metrics)
+    if raised and not rules:
+        rules = ["rule not recorded (incomplete run)"]
+    return raised, rules
+
+
+def _row(variant, runs, metric, target, is_reference, ref_steps, ref_rollouts) -> VariantRow:
+    series = [_series(run, metric) for run in runs]
+    steps, rollouts, reached = _to_target(runs, metric, target)
+
+    lowest = [stats.lowest_value(_series(run, ENTROPY_RATIO)) for run in runs]
+    measured = [(value, run) for value, run in zip(lowest, runs) if value is not None]
+    worst_value, worst_run = min(measured, key=lambda vr: vr[0]) if measured else (None, None)
+
+    alarms = [_alarms(run) for run in runs]
+    rules = sorted({rule for _, rs in alarms for rule in rs})
+
+    per_step = {run.rollouts_per_step for run in runs}
+    step_seconds = [v for run in runs for _, v in _series(run, STEP_SECONDS)]
+    return VariantRow(
+        variant=variant,
+        is_reference=is_reference,
+        runs=[run.name for run in runs],
+        incomplete=[run.name for run in runs if not run.complete],
+        rollouts_per_step=per_step.pop() if len(per_step) == 1 else None,
+        final=stats.spread([stats.final_value(s) for s in series]),
+        best=stats.spread([stats.best_value(s) for s in series]),
+        reached=reached,
+        steps_to_target=steps,
+        rollouts_to_target=rollouts,
+        steps_ratio=stats.ratio(steps, ref_steps),
+        rollouts_ratio=stats.ratio(rollouts, ref_rollouts),
+        entropy_ratio_lowest=stats.mean_or_none(lowest),
+        entropy_ratio_worst=worst_value,
+        entropy_ratio_worst_run=worst_run.label if worst_run is not None else None,
+        runs_with_alarms=sum(raised for raised, _ in alarms),
+        alarm_rules=rules,
+        step_seconds_median=stats.median_or_none(step_seconds),
+    )
