@@ -65,5 +65,58 @@ def train(
     run_training(cfg, overrides, run_dir)
 
 
+@app.command(epilog=_groups_help())
+def ablate(
+    overrides: Annotated[list[str] | None, typer.Argument(help="Hydra overrides of the base run (default base: algo=mssr).")] = None,
+    no_shaping: Annotated[bool, typer.Option("--no-shaping", help="Short for --variants no_shaping.")] = False,
+    variants: Annotated[str | None, typer.Option("--variants", help="Comma-separated conf/ablation variants (default: no_shaping,grpo).")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per variant (0..N-1).")] = 1,
+    out: Annotated[Path | None, typer.Option("--out", help="Ablation folder (default: runs/ablate__<algo>__<overrides hash>).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and exit.")] = False,
+) -> None:
+    """Run the base config and each ablation variant with identical settings and seeds, then compare.
+
+    Variants: no_shaping (= MVSR), entropy_loss, cross_modal_kl, no_clip_high, per_prompt_rho,
+    sampled_entropy, monotone_schedule, grpo. Each run is an ordinary run folder inside the
+    ablation folder; running the same command again skips finished runs."""
+    from mssr_cli.config.compose import ConfigError
+    from mssr_cli.console import fail, stdout_console
+    from mssr_cli.experiments.ablate import run_ablation
+
+    if no_shaping and variants:
+        fail("--no-shaping and --variants: give one of them")
+    chosen = ["no_shaping"] if no_shaping else [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+    try:
+        run_ablation(list(overrides or []), chosen, seeds, out, dry_run, stdout_console())
+    except ConfigError as err:
+        fail(str(err))
+
+
+@app.command()
+def sweep(
+    file: Annotated[Path, typer.Argument(help="A W&B sweep file (sweeps/*.yaml).")],
+    local: Annotated[bool, typer.Option("--local", help="Expand grid/random parameters and run them here.")] = False,
+    max_runs: Annotated[int | None, typer.Option("--max-runs", help="Run at most N parameter sets.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Sweep folder (default: runs/sweep__<name>).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and exit.")] = False,
+) -> None:
+    """Run a W&B sweep file locally (--local), as ordinary runs, then compare them.
+
+    With a W&B server use W&B's own agent instead: `wandb sweep FILE`, then `wandb agent <id>`;
+    the file's command (`mssr train ${args_no_hyphens}`) is the same either way."""
+    from mssr_cli.config.compose import ConfigError
+    from mssr_cli.console import fail, stdout_console
+    from mssr_cli.experiments.sweep import load_sweep, run_local_sweep
+
+    try:
+        if not local:
+            load_sweep(file)  # still check the file
+            fail(f"{file}: on a W&B server run `wandb sweep {file}` then `wandb agent <sweep id>`; "
+                 "add --local to run it here without one")
+        run_local_sweep(file, max_runs, out, dry_run, stdout_console())
+    except ConfigError as err:
+        fail(str(err))
+
+
 if __name__ == "__main__":
     app()

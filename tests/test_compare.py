@@ -1,0 +1,297 @@
+"""`mssr compare` on synthetic run folders whose answers are worked out by hand (no training)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import yaml
+from rich.console import Console
+
+from mssr_cli.reporting.compare import CompareError, run_compare
+from mssr_cli.reporting.runs import find_run_folders
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_run(
+    folder,
+    *,
+    algo,
+    seed,
+    rollouts_per_step,
+    val,
+    variant=None,
+    entropy_ratio=None,
+    step_seconds=None,
+    alarms=(),
+    complete=True,
+    last_line_cut=False,
+):
+    """A run folder as `mssr train` writes it. ``val``: {step: val/accuracy}; steps run 0..max(val)."""
+    folder.mkdir(parents=True)
+    max_step = max(val)
+    config = {
+        "seed": seed,
+        "algo": {"name": algo},
+        "train": {"rollouts_per_step": rollouts_per_step, "max_steps": max_step},
+        "logging": {"variant": variant},
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "meta.json").write_text(json.dumps({"command": ["mssr", "train"]}))
+    entropy_ratio = entropy_ratio or {}
+    step_seconds = step_seconds or {}
+    lines = []
+    for step in range(max_step + 1):
+        line = {
+            "step": step,
+            "rollouts": step * rollouts_per_step,
+            "time/elapsed": float(step),
+            "train/reward": 0.5,
+            "collapse/entropy": 1.0 - step / 100,
+            "collapse/entropy_ratio": entropy_ratio.get(step, 1.0),
+            "collapse/adv_abs_mean": 0.5 + step / 100,
+            "collapse/alarm": 0,
+        }
+        if step > 0:
+            line["time/step_seconds"] = step_seconds.get(step, 1.0)
+        if step in val:
+            line["val/accuracy"] = val[step]
+        lines.append(json.dumps(line))
+    text = "\n".join(lines) + "\n"
+    if last_line_cut:
+        text += '{"step": 999, "val/accur'  # the process died mid-write
+    (folder / "metrics.jsonl").write_text(text)
+    if complete:
+        finals = [val[s] for s in sorted(val)]
+        summary = {
+            "run": folder.name, "variant": variant or algo, "algo": algo, "model": "tiny", "data": "digits",
+            "seed": seed, "rollouts": max_step * rollouts_per_step, "steps": max_step,
+            "start_val_accuracy": finals[0], "final_val_accuracy": finals[-1], "best_val_accuracy": max(finals),
+            "best_step": None, "wall_seconds": 1.0, "stopped": None,
+            "collapse_alarms": [{"rule": r, "step": 5, "message": "m", "value": 0.1, "threshold": 0.2} for r in alarms],
+        }  # fmt: skip
+        (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def steps(*values, every=10):
+    """{0: v0, 10: v1, 20: v2, ...}"""
+    return {i * every: v for i, v in enumerate(values)}
+
+
+def build_ablation(root):
+    """Worked example.
+
+    grpo (reference, 16 rollouts/step): both seeds end at 0.6, reached first at step 40
+        -> target 0.6; reference needs 40 steps = 640 rollouts.
+    mvsr (8 rollouts/step): both seeds first reach 0.6 at step 20 (160 rollouts)
+        -> steps ratio 20/40 = 0.5; rollouts ratio 160/640 = 0.25.
+        finals 0.7, 0.5 -> mean 0.6, sample std sqrt(((0.1)^2 + (0.1)^2) / 1) = 0.141421.
+        bests 0.7, 0.6 -> mean 0.65.
+        lowest entropy ratios 0.8 (seed 0), 0.6 (seed 1) -> mean 0.7, worst 0.6 (seed 1).
+        seed 1 raised an entropy_collapse alarm -> 1 run with alarms.
+        step times: all 1.0 s but one 50 s step -> median 1.0 (the mean would be 1.6).
+    mssr (8 rollouts/step): never above 0.55 -> never reaches the target (0/2).
+    """
+    for seed in (0, 1):
+        write_run(root / f"grpo__s{seed}", algo="grpo", seed=seed, rollouts_per_step=16,
+                  val=steps(0.1, 0.2, 0.3, 0.5, 0.6))  # fmt: skip
+    write_run(root / "single" / "mvsr__s0", algo="mvsr", seed=0, rollouts_per_step=8,
+              val=steps(0.1, 0.4, 0.6, 0.65, 0.7), entropy_ratio={7: 0.8}, step_seconds={3: 50.0})  # fmt: skip
+    write_run(root / "single" / "mvsr__s1", algo="mvsr", seed=1, rollouts_per_step=8,
+              val=steps(0.1, 0.5, 0.6, 0.6, 0.5), entropy_ratio={30: 0.6}, alarms=["entropy_collapse"])  # fmt: skip
+    for seed in (0, 1):
+        write_run(root / "single" / f"mssr__s{seed}", algo="mssr", seed=seed, rollouts_per_step=8,
+                  val=steps(0.1, 0.3, 0.5, 0.55, 0.5))  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    """Shared by the tests below, which only read it (and write compare files into it)."""
+    return build_ablation(tmp_path_factory.mktemp("runs") / "ablation")
+
+
+@pytest.fixture(scope="module")
+def compared(ablation):
+    return run_compare([ablation], console=quiet())
+
+
+def quiet():
+    return Console(file=io.StringIO(), width=250)
+
+
+def test_steps_and_rollouts_to_reference_target(compared):
+    result = compared
+    assert result.reference == "grpo"
+    assert result.target == pytest.approx(0.6)
+    assert [r.variant for r in result.rows] == ["grpo", "mssr", "mvsr"]  # reference first, then as found
+
+    grpo, mvsr = result.row("grpo"), result.row("mvsr")
+    assert (grpo.reached, grpo.steps_to_target, grpo.rollouts_to_target) == (2, 40, 640)
+    assert grpo.steps_ratio == pytest.approx(1.0)
+    assert (mvsr.reached, mvsr.steps_to_target, mvsr.rollouts_to_target) == (2, 20, 160)
+    assert mvsr.steps_ratio == pytest.approx(0.5)
+    assert mvsr.rollouts_ratio == pytest.approx(0.25)  # half the steps at half the rollouts per step
+
+
+def test_spread_over_seeds(compared):
+    mvsr = compared.row("mvsr")
+    assert mvsr.seeds == 2
+    assert mvsr.final.mean == pytest.approx(0.6)
+    assert mvsr.final.std == pytest.approx(math.sqrt(0.02))
+    assert (mvsr.final.min, mvsr.final.max) == (0.5, 0.7)
+    assert mvsr.best.mean == pytest.approx(0.65)
+    assert mvsr.entropy_ratio_lowest == pytest.approx(0.7)
+    assert (mvsr.entropy_ratio_worst, mvsr.entropy_ratio_worst_run) == (0.6, "seed 1")
+    assert (mvsr.runs_with_alarms, mvsr.alarm_rules) == (1, ["entropy_collapse"])
+    assert mvsr.step_seconds_median == pytest.approx(1.0)
+    assert mvsr.rollouts_per_step == 8
+
+
+def test_variant_that_never_reaches_the_target(compared):
+    result = compared
+    mssr = result.row("mssr")
+    assert mssr.reached == 0
+    assert mssr.steps_to_target is None and mssr.steps_ratio is None and mssr.rollouts_ratio is None
+    text = result.markdown.read_text()
+    assert "never (0/2)" in text
+
+
+def test_some_seeds_reach_the_target(tmp_path):
+    write_run(tmp_path / "g0", algo="grpo", seed=0, rollouts_per_step=4, val=steps(0.2, 0.4, 0.6))  # target 0.6 at 20
+    write_run(tmp_path / "m0", algo="mssr", seed=0, rollouts_per_step=4, val=steps(0.2, 0.6, 0.7))  # at 10
+    write_run(tmp_path / "m1", algo="mssr", seed=1, rollouts_per_step=4, val=steps(0.2, 0.3, 0.4))  # never
+    result = run_compare([tmp_path], console=quiet())
+    mssr = result.row("mssr")
+    assert (mssr.reached, mssr.steps_to_target, mssr.steps_ratio) == (1, 10, 0.5)
+    assert "10 (0.50x, 1/2 reached)" in result.markdown.read_text()
+
+
+def test_reference_choice(ablation, tmp_path):
+    # Explicit reference: mvsr ends at 0.6 on average; mvsr seed 0 reaches it at 20, seed 1 at 20.
+    result = run_compare([ablation], reference="mvsr", out=tmp_path / "a", console=quiet())
+    assert result.reference == "mvsr" and result.rows[0].variant == "mvsr"
+    assert result.row("grpo").steps_ratio == pytest.approx(40 / 20)
+    # Without grpo the first variant found (folders sorted by name) is the reference.
+    result = run_compare([ablation / "single"], out=tmp_path / "b", console=quiet())
+    assert result.reference == "mssr"
+
+
+def test_unknown_reference_lists_the_variants(ablation):
+    with pytest.raises(CompareError) as err:
+        run_compare([ablation], reference="ppo", console=quiet())
+    assert isinstance(err.value, ValueError)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "'ppo'" in message and "grpo, mssr, mvsr" in message
+
+
+def test_unknown_metric_is_an_error(ablation):
+    with pytest.raises(CompareError, match="val/acc'.*val/accuracy"):
+        run_compare([ablation], metric="val/acc", console=quiet())
+
+
+def test_other_metric(ablation, tmp_path):
+    # train/reward is 0.5 everywhere: every variant reaches the target at step 0.
+    result = run_compare([ablation], metric="train/reward", out=tmp_path, console=quiet())
+    assert result.target == pytest.approx(0.5)
+    assert all(r.reached == r.seeds and r.steps_to_target == 0 for r in result.rows)
+    assert (tmp_path / "train_reward_vs_steps.png").is_file()
+
+
+def test_incomplete_run_and_folder_without_metrics(tmp_path):
+    write_run(tmp_path / "grpo__s0", algo="grpo", seed=0, rollouts_per_step=4, val=steps(0.2, 0.4, 0.6))
+    crashed = write_run(tmp_path / "crashed", algo="mssr", seed=0, rollouts_per_step=4, variant="no-shaping",
+                        val=steps(0.2, 0.7), complete=False, last_line_cut=True)  # fmt: skip
+    empty = tmp_path / "started_only"
+    empty.mkdir()
+    (empty / "meta.json").write_text("{}")
+    console = quiet()
+    result = run_compare([tmp_path], console=console)
+
+    row = result.row("no-shaping")  # the variant comes from config.yaml when summary.json is missing
+    assert row.incomplete == ["crashed"]
+    assert (row.final.mean, row.reached, row.steps_to_target) == (0.7, 1, 10)
+    assert [p.name for p in result.runs] == ["crashed", "grpo__s0"]
+    assert any("started_only" in w and "metrics.jsonl" in w for w in result.warnings)
+    assert any(str(crashed) in w and "line" in w for w in result.warnings)
+    printed = console.file.getvalue()
+    assert "1 (1 incomplete)" in printed and "started_only" in printed
+    assert "crashed" in result.markdown.read_text()
+
+
+def test_discovery_run_folder_parent_and_dedupe(tmp_path):
+    ablation = build_ablation(tmp_path / "ablation")
+    one = ablation / "single" / "mvsr__s0"
+    # Stray files inside a run (checkpoints, W&B) are not runs of their own.
+    (one / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    (one / "checkpoints" / "checkpoint-5" / "metrics.jsonl").write_text("")
+    assert find_run_folders([one]) == [one]
+    assert len(find_run_folders([ablation])) == 6
+    assert len(find_run_folders([ablation, ablation / "single", one])) == 6
+    with pytest.raises(CompareError, match="no run folders"):
+        find_run_folders([_empty(ablation)])
+    with pytest.raises(CompareError, match="not a folder"):
+        find_run_folders([ablation / "missing"])
+
+
+def _empty(root):
+    path = root.parent / "empty"
+    path.mkdir()
+    return path
+
+
+def test_files_written(compared, ablation):
+    result = compared
+    assert result.out == ablation  # one folder given: written into it
+    assert result.markdown == ablation / "compare.md"
+
+    text = result.markdown.read_text()
+    assert "| variant | seeds |" in text
+    assert "val/accuracy >= 0.600" in text and "Reference: grpo (2 seeds)" in text
+
+    with result.csv.open(newline="") as f:
+        records = {r["variant"]: r for r in csv.DictReader(f)}
+    assert list(records) == ["grpo", "mssr", "mvsr"]
+    assert float(records["mvsr"]["steps_ratio"]) == pytest.approx(0.5)
+    assert float(records["mvsr"]["rollouts_ratio"]) == pytest.approx(0.25)
+    assert float(records["mvsr"]["final_std"]) == pytest.approx(math.sqrt(0.02))
+    assert records["mssr"]["steps_to_target"] == "" and records["mssr"]["reached"] == "0"
+    assert records["grpo"]["reference"] == "1" and float(records["grpo"]["target"]) == pytest.approx(0.6)
+
+    names = sorted(p.name for p in result.plots)
+    assert names == sorted([
+        "val_accuracy_vs_steps.png", "val_accuracy_vs_rollouts.png",
+        "collapse_entropy_vs_steps.png", "collapse_adv_abs_mean_vs_steps.png",
+    ])  # fmt: skip
+    for path in result.plots:
+        data = path.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+
+
+def test_default_out_with_several_paths_and_console_table(ablation, tmp_path, monkeypatch):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    console = quiet()
+    result = run_compare([ablation / "single", ablation / "grpo__s0"], console=console)
+    assert result.out == work / "compare"
+    assert (work / "compare" / "compare.csv").is_file()
+    printed = console.file.getvalue()
+    assert "grpo (ref)" in printed and "0.50x" in printed and "never (0/2)" in printed
+
+
+def test_importing_compare_stays_light():
+    code = (
+        "import sys, mssr_cli.reporting.compare\n"
+        "heavy = [m for m in ('mssr_cli.training', 'matplotlib', 'torch', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
