@@ -93,6 +93,26 @@ def ablate(
 
 
 @app.command()
+def compare(
+    paths: Annotated[list[Path], typer.Argument(help="Run folders, or folders holding runs (an ablation or sweep folder).")],
+    metric: Annotated[str, typer.Option("--metric", help="Metric to compare (any metrics.jsonl key).")] = "val/accuracy",
+    reference: Annotated[str | None, typer.Option("--reference", help="Reference variant (default: grpo if present, else the first).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for compare.md, compare.csv and the plots.")] = None,
+) -> None:
+    """Compare runs grouped by variant (seeds together): final and best metric, steps and rollouts to
+    reach the reference's final value, lowest entropy ratio, collapse alarms, time per step.
+
+    Reads run folders only (works offline); writes compare.md, compare.csv and PNG plots."""
+    from mssr_cli.console import fail
+    from mssr_cli.reporting.compare import CompareError, run_compare
+
+    try:
+        run_compare(list(paths), metric=metric, reference=reference, out=out)
+    except CompareError as err:
+        fail(str(err))
+
+
+@app.command()
 def sweep(
     file: Annotated[Path, typer.Argument(help="A W&B sweep file (sweeps/*.yaml).")],
     local: Annotated[bool, typer.Option("--local", help="Expand grid/random parameters and run them here.")] = False,

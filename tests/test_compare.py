@@ -184,9 +184,10 @@ def test_reference_choice(ablation, tmp_path):
     assert result.reference == "mssr"
 
 
-def test_unknown_reference_lists_the_variants(ablation):
+def test_unknown_reference_lists_the_variants(ablation, tmp_path):
     with pytest.raises(CompareError) as err:
-        run_compare([ablation], reference="ppo", console=quiet())
+        run_compare([ablation], reference="ppo", out=tmp_path / "out", console=quiet())
+    assert not (tmp_path / "out").exists()  # checked before anything is written
     assert isinstance(err.value, ValueError)
     message = str(err.value)
     assert "\n" not in message
@@ -223,7 +224,7 @@ def test_incomplete_run_and_folder_without_metrics(tmp_path):
     assert any("started_only" in w and "metrics.jsonl" in w for w in result.warnings)
     assert any(str(crashed) in w and "line" in w for w in result.warnings)
     printed = console.file.getvalue()
-    assert "1 (1 incomplete)" in printed and "started_only" in printed
+    assert "(1 inc.)" in printed and "started_only" in printed
     assert "crashed" in result.markdown.read_text()
 
 

@@ -54,8 +54,9 @@ def _draw(bands: dict[str, stats.Band], metric: str, xlabel: str, target: float 
     fig = Figure(figsize=(7, 4.5), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    marker = "o" if max(len(b.x) for b in bands.values()) <= 30 else None  # sparse curves (validation) show their points
     for variant, b in bands.items():
-        (line,) = ax.plot(b.x, b.mean, marker="o" if len(b.x) <= 20 else None, markersize=3, label=variant)
+        (line,) = ax.plot(b.x, b.mean, marker=marker, markersize=3, label=variant)
         if max(b.seeds) > 1:
             ax.fill_between(b.x, b.low, b.high, color=line.get_color(), alpha=0.2, linewidth=0)
     if target is not None:

@@ -29,57 +29,73 @@ def _count(value: float | None) -> str:
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
-def _spread(s: Spread | None) -> str:
+def _spread(s: Spread | None, sep: str) -> str:
     if s is None:
         return "-"
-    text = _num(s.mean)
-    if s.std is not None:
-        text += f" ± {_num(s.std)} ({_num(s.min)}–{_num(s.max)})"
-    return text
+    if s.std is None:  # one seed
+        return _num(s.mean)
+    return f"{_num(s.mean)} ± {_num(s.std)}{sep}({_num(s.min)}–{_num(s.max)})"
 
 
-def _to_target(row: VariantRow, value: float | None, ratio: float | None) -> str:
+def _to_target(row: VariantRow, value: float | None, ratio: float | None, sep: str) -> str:
     if row.reached == 0:
         return f"never (0/{row.seeds})"
     notes = [] if row.is_reference else [f"{_num(ratio, 2)}x"]
     if row.reached < row.seeds:
         notes.append(f"{row.reached}/{row.seeds} reached")
-    return _count(value) + (f" ({', '.join(notes)})" if notes else "")
+    return _count(value) + (f"{sep}({', '.join(notes)})" if notes else "")
 
 
-def _entropy(row: VariantRow) -> str:
+def _entropy(row: VariantRow, sep: str) -> str:
     if row.entropy_ratio_lowest is None:
         return "-"
     if row.seeds == 1:
         return _num(row.entropy_ratio_lowest, 2)
-    return f"{_num(row.entropy_ratio_lowest, 2)} (worst {_num(row.entropy_ratio_worst, 2)}, {row.entropy_ratio_worst_run})"
+    worst = f"worst {_num(row.entropy_ratio_worst, 2)}"
+    if sep == "\n":
+        return f"{_num(row.entropy_ratio_lowest, 2)}\n{worst}\n({row.entropy_ratio_worst_run})"
+    return f"{_num(row.entropy_ratio_lowest, 2)} ({worst}, {row.entropy_ratio_worst_run})"
 
 
-def _alarms(row: VariantRow) -> str:
+def _alarms(row: VariantRow, sep: str) -> str:
     text = f"{row.runs_with_alarms}/{row.seeds}"
-    return text + (f": {', '.join(row.alarm_rules)}" if row.alarm_rules else "")
+    return text + (f":{sep}{', '.join(row.alarm_rules)}" if row.alarm_rules else "")
 
 
 def headers(cmp: Comparison) -> list[str]:
     return [
         "variant", "seeds",
-        f"final {cmp.metric} (mean ± std (min–max))", f"best {cmp.metric}",
+        f"final {cmp.metric} mean ± std (min–max)", f"best {cmp.metric} mean ± std (min–max)",
         "steps to target (vs ref)", "rollouts to target (vs ref)",
-        "lowest entropy ratio", "runs with alarms", "s/step (median)",
+        "lowest entropy ratio (mean, worst seed)", "runs with alarms", "s/step (median)",
     ]  # fmt: skip
 
 
-def cells(row: VariantRow) -> list[str]:
-    seeds = str(row.seeds) + (f" ({len(row.incomplete)} incomplete)" if row.incomplete else "")
+# The console is narrow: short headers, and the caption says what they mean.
+SHORT_HEADERS = [
+    "variant", "seeds", "final", "best", "steps to\ntarget", "rollouts\nto target", "min\nentropy\nratio",
+    "runs with\nalarms", "s/step",
+]  # fmt: skip
+CONSOLE_LEGEND = (
+    "final, best: mean ± std over seeds (min–max); (0.50x): ratio to the reference; "
+    "min entropy ratio: lowest collapse/entropy_ratio, mean over seeds (worst seed); s/step: median; "
+    "inc.: incomplete runs (no summary.json)."
+)
+
+
+def cells(row: VariantRow, sep: str = " ") -> list[str]:
+    """One table row; ``sep`` splits long cells over lines (a newline on the console, a space in markdown)."""
+    incomplete = "inc." if sep == "\n" else "incomplete"  # the console legend says what inc. means
+    seeds = str(row.seeds) + (f"{sep}({len(row.incomplete)} {incomplete})" if row.incomplete else "")
     return [
         row.variant + (" (ref)" if row.is_reference else ""),
         seeds,
-        _spread(row.final),
-        _spread(row.best),
-        _to_target(row, row.steps_to_target, row.steps_ratio),
-        _to_target(row, row.rollouts_to_target, row.rollouts_ratio),
-        _entropy(row),
-        _alarms(row),
+        _spread(row.final, sep),
+        _spread(row.best, sep),
+        _to_target(row, row.steps_to_target, row.steps_ratio, sep),
+        _to_target(row, row.rollouts_to_target, row.rollouts_ratio, sep),
+        _entropy(row, sep),
+        _alarms(row, sep),
         _num(row.step_seconds_median, 2),
     ]
 
@@ -100,11 +116,12 @@ def rich_table(cmp: Comparison):
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"mssr compare: {cmp.metric}", caption=target_line(cmp), caption_justify="left")
-    for i, header in enumerate(headers(cmp)):
-        table.add_column(header, justify="left" if i == 0 else "right", overflow="fold")
+    table = Table(title=f"mssr compare: {cmp.metric}", caption=f"{target_line(cmp)}\n{CONSOLE_LEGEND}", caption_justify="left")
+    for i, header in enumerate(SHORT_HEADERS):
+        # Variant names stay whole; numbers fold rather than being cut with an ellipsis.
+        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=i == 0, overflow="fold")
     for row in cmp.rows:
-        table.add_row(*(Text(c) for c in cells(row)), style="bold" if row.is_reference else None)
+        table.add_row(*(Text(c) for c in cells(row, sep="\n")), style="bold" if row.is_reference else None)
     return table
 
 
@@ -160,4 +177,10 @@ def write_csv(cmp: Comparison, path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for record in csv_records(cmp):
-            writer.writerow({k: ("" if v is None else v) for k, v in record.items()})
+            writer.writerow({k: _csv_cell(v) for k, v in record.items()})
+
+
+def _csv_cell(value):
+    if value is None:
+        return ""
+    return f"{value:.10g}" if isinstance(value, float) else value  # 0.65, not 0.6499999999999999

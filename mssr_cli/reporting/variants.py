@@ -137,7 +137,15 @@ def _alarms(run: Run) -> tuple[bool, list[str]]:
     return raised, rules
 
 
-def _row(variant, runs, metric, target, is_reference, ref_steps, ref_rollouts) -> VariantRow:
+def _row(
+    variant: str,
+    runs: list[Run],
+    metric: str,
+    target: float | None,
+    is_reference: bool,
+    ref_steps: float | None,
+    ref_rollouts: float | None,
+) -> VariantRow:
     series = [_series(run, metric) for run in runs]
     steps, rollouts, reached = _to_target(runs, metric, target)
 
