@@ -92,6 +92,35 @@ def ablate(
         fail(str(err))
 
 
+@app.command("eval")
+def evaluate(
+    benchmarks: Annotated[str, typer.Option("--benchmarks", help="Comma-separated: digits, mathvista, mathverse, mathvision, mmk12, r1_onevision_bench, hallusionbench, wemath, logicvista.")],
+    model: Annotated[str, typer.Option("--model", help="A run folder, a local HF model folder, a Hub id, or a preset (tiny).")],
+    limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N items of each benchmark.")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Local copies: benchmark NAME is read from DIR/NAME.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Generation batch size.")] = 16,
+    backend: Annotated[str, typer.Option("--backend", help="hf (default) or vllm (GPU, needs the vllm extra).")] = "hf",
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: <run>/eval/ for a run folder).")] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer in tokens.")] = 1024,
+    temperature: Annotated[float, typer.Option("--temperature", help="0 = greedy.")] = 0.0,
+    judge_url: Annotated[str | None, typer.Option("--judge-url", help="OpenAI-compatible endpoint that extracts answers the rules cannot (off by default).")] = None,
+) -> None:
+    """Evaluate a model on multimodal math benchmarks (lm-eval tasks), judge-free.
+
+    Writes a table, summary.json and one samples_<benchmark>.jsonl per benchmark (id, prompt,
+    response, extracted answer, gold, correct). Offline: --data-dir with local copies made by
+    `huggingface-cli download <id> --repo-type dataset --local-dir DIR/NAME`."""
+    from mssr_cli.console import fail
+    from mssr_cli.evaluation import EvalError, run_eval
+
+    try:
+        run_eval([b.strip() for b in benchmarks.split(",") if b.strip()], model, limit=limit, data_dir=data_dir,
+                 batch_size=batch_size, backend=backend, out=out, max_new_tokens=max_new_tokens,
+                 temperature=temperature, judge_url=judge_url)
+    except (EvalError, ValueError) as err:
+        fail(str(err))
+
+
 @app.command()
 def compare(
     paths: Annotated[list[Path], typer.Argument(help="Run folders, or folders holding runs (an ablation or sweep folder).")],

@@ -16,6 +16,11 @@ Rules, in order:
    when either side is longer than ``MAX_LEN`` characters or is plain words, which
    math-verify would read as a product of symbols (``left`` == ``felt``).
 
+Evaluation (``extract_final_answer``, ``match_answer``) reads more than training pays for:
+``<think>`` is stripped, then ``<answer>`` tags, the last box, "the answer is ...", and a last
+option letter, number or yes/no; matching is rules 2-3 plus MathVista's unit, precision and
+integer conventions and multi-letter answers. Training still pays for the boxed form only.
+
 Time bound: math-verify runs in a child Python process (one per concurrently calling
 thread, reused across calls) that is killed when a comparison takes longer than
 ``TIMEOUT_S``, which then counts as wrong. A process, not math-verify's own signal.alarm
@@ -102,20 +107,25 @@ def _grade(completion, answer, choices) -> float:
     pred = extract_answer(completion)
     if pred is None:
         return 0.0
+    return 1.0 if _match(pred, answer, choices) else 0.0
+
+
+def _match(pred: str, answer: str, choices: list[str]) -> bool:
+    """Rules 2 and 3: does an extracted answer equal the gold answer?"""
     pred_letter, gold_letter = _letter(pred, choices), _letter(answer, choices)
     if pred_letter is not None and pred_letter == gold_letter:
-        return 1.0
+        return True
     pred_text, gold_text = _clean(_as_option(pred, choices)), _clean(_as_option(answer, choices))
     if not pred_text or not gold_text:
-        return 0.0
+        return False
     if _key(pred_text) == _key(gold_text):
-        return 1.0
+        return True
     numbers = _as_number(pred_text), _as_number(gold_text)
     if None not in numbers:  # plain numbers on both sides: no need for the math-verify worker
-        return 1.0 if math.isclose(numbers[0], numbers[1], rel_tol=1e-9, abs_tol=1e-12) else 0.0
+        return math.isclose(numbers[0], numbers[1], rel_tol=1e-9, abs_tol=1e-12)
     if max(len(pred_text), len(gold_text)) > MAX_LEN or _WORDS.fullmatch(pred_text) or _WORDS.fullmatch(gold_text):
-        return 0.0
-    return 1.0 if _math_equal(pred_text, gold_text) else 0.0
+        return False
+    return _math_equal(pred_text, gold_text)
 
 
 def _as_number(s: str) -> float | None:
@@ -150,6 +160,172 @@ def _letter(s: str, choices: list[str]) -> str | None:
 def _as_option(s: str, choices: list[str]) -> str:
     letter = _letter(s, choices) if choices else None
     return choices[ord(letter) - ord("a")] if letter else s
+
+
+# --- Evaluation: lenient extraction and benchmark matching rules -------------------------
+#
+# Training pays only for the boxed/answer-tag form (``extract_answer``): paying for free text let
+# the format decay. Benchmarks score models trained elsewhere too, so evaluation also reads
+# "the answer is ...", then a last option letter, number or yes/no; comparison is ``_match``,
+# the same rules as the reward, plus the MathVista unit/precision/integer conventions.
+
+TAIL_CHARS = 4000  # free-text rules look at the end of a response only: linear time, final answer
+_PHRASE = re.compile(
+    r"\b(?:final\s+answer|correct\s+answer|correct\s+option|answer|option|choice)\s*(?:is\b\s*:?|:|=)\s*([^\n]*)",
+    re.I,
+)
+_SENTENCE_END = re.compile(r"[.;。](?:\s|$)")
+_PAREN_LETTER = re.compile(r"\(([A-Z])\)")
+_BARE_LETTER = re.compile(r"(?<![A-Za-z0-9\\])([A-Z])(?![A-Za-z0-9])")
+_LEADING_LETTER = re.compile(r"\s*(?:[Oo]ption|[Cc]hoice)?\s*\(?([A-Z])\)?(?:[.:)\s]|$)")
+_ANY_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+_YES_NO = re.compile(r"\b(yes|no)\b", re.I)
+
+
+def strip_think(text: str) -> str:
+    """``text`` without its reasoning: what follows the last ``</think>``; an unclosed ``<think>``
+    (a response cut off while still thinking) drops everything from it on."""
+    if not isinstance(text, str):
+        return ""
+    close = text.rfind("</think>")
+    if close >= 0:
+        text = text[close + len("</think>") :]
+    start = text.find("<think>")
+    return text[:start] if start >= 0 else text
+
+
+def extract_final_answer(text: str, num_choices: int = 0, fallback: str | None = None) -> str | None:
+    """The final answer of a response, for evaluation; None if it gives none.
+
+    After ``strip_think``, in order: the last ``<answer>...</answer>`` (its boxed content if boxed),
+    the last ``\\boxed{}``, the last "the answer is X" / "answer: X" phrase (to the end of its
+    sentence), then ``fallback``: ``"letter"`` the last option letter (``(B)`` forms first) among
+    ``num_choices`` options (A-E when unknown), ``"number"`` the last number, ``"yes_no"`` the last
+    yes or no. With options, an answer that starts with a letter (``(B) 8/11``, ``B. 8/11``) is
+    that letter; for yes/no questions one that starts with yes or no is that word.
+    """
+    if not isinstance(text, str):
+        return None
+    body = strip_think(text)
+    answer = _answer_tag(body)
+    if answer is None:
+        answer = extract_boxed(body)
+    tail = body[-TAIL_CHARS:]
+    if answer is None:
+        answer = _phrase_answer(tail)
+    if answer is None and fallback == "letter":
+        answer = _last_letter(tail, num_choices)
+    elif answer is None and fallback == "number":
+        found = _ANY_NUMBER.findall(tail)
+        answer = found[-1] if found else None
+    elif answer is None and fallback == "yes_no":
+        found = _YES_NO.findall(tail)
+        answer = found[-1] if found else None
+    if answer is None:
+        return None
+    if fallback == "letter" or num_choices:
+        leading = _LEADING_LETTER.match(answer)
+        if leading and leading.group(1).upper() in _letters(num_choices) and len(answer.strip()) > 1:
+            answer = leading.group(1).upper()
+    if fallback == "yes_no" and (word := re.match(r"\s*(yes|no)\b", _clean(answer), re.I)):
+        answer = word.group(1)
+    return answer.strip() or None
+
+
+def _answer_tag(text: str) -> str | None:
+    start = text.rfind("<answer>")
+    end = text.find("</answer>", start)
+    if start < 0 or end < 0:
+        return None
+    inner = text[start + len("<answer>") : end]
+    return extract_boxed(inner) if _BOX.search(inner) else (inner.strip() or None)
+
+
+def _phrase_answer(tail: str) -> str | None:
+    last = None
+    for last in _PHRASE.finditer(tail):
+        pass
+    if last is None:
+        return None
+    value = last.group(1)
+    end = _SENTENCE_END.search(value)
+    value = (value[: end.start()] if end else value).strip().strip("*_\"'` ").strip()
+    return value or None
+
+
+def _letters(num_choices: int) -> str:
+    return "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[: num_choices if 0 < num_choices <= 26 else 5]
+
+
+def _last_letter(tail: str, num_choices: int) -> str | None:
+    allowed = _letters(num_choices)
+    for pattern in (_PAREN_LETTER, _BARE_LETTER):
+        found = [m for m in pattern.findall(tail) if m in allowed]
+        if found:
+            return found[-1]
+    return None
+
+
+def match_answer(
+    pred: str,
+    gold: str,
+    choices: list[str] | None = None,
+    *,
+    precision: int | None = None,
+    integer: bool = False,
+    unit: str | None = None,
+    multi_select: bool = False,
+) -> bool:
+    """Does an extracted answer equal the gold answer? Never raises; bounded in time.
+
+    The reward's rules (``choices``: option texts for A, B, ...; a letter and its text are the
+    same answer, on either side), plus benchmark conventions: ``unit`` is dropped from the end of
+    the prediction (MathVista); with ``precision`` two numbers match when equal after rounding to
+    that many decimals, with ``integer`` after truncation to an integer (MathVista's float and
+    integer answers); with ``multi_select`` the sets of option letters must be equal (``A, C``).
+    """
+    try:
+        return _match_rules(pred, gold, choices, precision, integer, unit, multi_select)
+    except Exception:  # scoring must not take an evaluation down
+        return False
+
+
+def _match_rules(pred, gold, choices, precision, integer, unit, multi_select) -> bool:
+    if not isinstance(pred, str) or not isinstance(gold, str):
+        return False
+    choices = list(choices or ())
+    if not all(isinstance(c, str) for c in choices):
+        return False
+    if unit and isinstance(unit, str):
+        pred = _strip_unit(pred, unit)
+    if multi_select:
+        pred_set, gold_set = _letter_set(pred), _letter_set(gold)
+        return bool(gold_set) and pred_set == gold_set
+    if precision is not None or integer:
+        numbers = _as_number(_clean(pred)), _as_number(_clean(gold))
+        if None not in numbers:
+            if integer:
+                return int(numbers[0]) == int(numbers[1])
+            return round(numbers[0], int(precision)) == round(numbers[1], int(precision))
+    return _match(pred, gold, choices)
+
+
+def _strip_unit(pred: str, unit: str) -> str:
+    text, unit = _clean(pred), _clean(unit)
+    if unit and len(text) > len(unit) and text.lower().endswith(unit.lower()):
+        return text[: -len(unit)].strip()
+    return pred
+
+
+def _letter_set(s: str) -> frozenset[str] | None:
+    """``A, C`` / ``(A) and (C)`` / ``AC`` as a set of letters; None if ``s`` is not only letters."""
+    text = _clean(s)
+    if re.fullmatch(r"[A-Z]{1,26}", text):
+        return frozenset(text)
+    tokens = [t.strip("()") for t in re.split(r"\s*(?:,|;|/|&|\band\b|\s)\s*", text) if t.strip("()")]
+    if tokens and all(re.fullmatch(r"[A-Za-z]", t) for t in tokens):
+        return frozenset(t.upper() for t in tokens)
+    return None
 
 
 # --- math-verify in a killable child process -------------------------------------------

@@ -1,0 +1,129 @@
+"""Where a benchmark's documents come from: a local copy of its Hub repository, else the Hub.
+
+With a data folder ``DIR``, benchmark NAME is read from ``DIR/NAME``, laid out as
+
+    huggingface-cli download <hub id> --repo-type dataset --local-dir DIR/NAME
+
+leaves it (the split's parquet files, or R1-Onevision-Bench's TSV, where the Hub keeps them), and
+loaded with ``datasets`` (``load_dataset("parquet" | "csv", data_files=...)``), so columns keep the
+feature types the repository declares (images decode to PIL). Without a local copy the Hub id is
+loaded (network, or the ``datasets`` cache). When neither works: ``BenchmarkDataError``, one line
+naming the benchmark, where it looked and the command that makes the local copy.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mssr_cli.evaluation.benchmarks import Benchmark, get_benchmark
+from mssr_cli.evaluation.errors import BenchmarkDataError
+
+loaded_from: dict[str, str] = {}  # benchmark -> where its documents were last loaded from (for summaries)
+
+
+@functools.cache
+def hub_worth_trying() -> bool:
+    """False only when the Hub's host can't be reached directly: ``datasets`` would spend ~25 s
+    retrying each benchmark before failing. Offline mode (``HF_HUB_OFFLINE=1``: the ``datasets``
+    cache) and proxies are left to ``datasets``."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def download_command(benchmark: Benchmark, data_dir: Path | str | None) -> str:
+    target = Path(data_dir) / benchmark.name if data_dir is not None else f"DIR/{benchmark.name}"
+    return f"huggingface-cli download {benchmark.hub_id} --repo-type dataset --local-dir {target}"
+
+
+def find_local_files(benchmark: Benchmark, folder: Path) -> list[Path]:
+    """The split's files in a local copy: the repository's own layout first, then generic Hub layouts."""
+    split = benchmark.split
+    generic = (
+        f"**/{split}-*.parquet",  # push_to_hub shards anywhere (data/, <config>/)
+        f"**/{split}.parquet",
+        f"{benchmark.config or 'default'}/{split}/*.parquet",  # the Hub's refs/convert/parquet branch
+    )
+    for pattern in (*benchmark.local_files, *generic):
+        found = sorted(p for p in folder.glob(pattern) if p.is_file())
+        if found:
+            return found
+    return []
+
+
+def load_docs(name: str, data_dir: Path | str | None = None, image_size: int = 56, num_val: int = 300):
+    """``(documents, source)``: the benchmark's evaluated rows as a ``datasets.Dataset`` and where they came from.
+
+    ``image_size`` and ``num_val`` shape the built-in digits split (a run's ``data.*`` settings)."""
+    import datasets
+
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # "Generating testmini split: 3 examples" per benchmark is noise here
+    try:
+        docs, source = _load_docs(name, data_dir, image_size, num_val)
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    loaded_from[name] = source
+    return docs, source
+
+
+def _load_docs(name, data_dir, image_size, num_val):
+    benchmark = get_benchmark(name)
+    if benchmark.hub_id is None:
+        from mssr_cli.data.digits import load_digits_split
+
+        return load_digits_split(benchmark.split, image_size, num_val), "built in"
+    reasons = []
+    if data_dir is not None:
+        folder = Path(data_dir).expanduser() / name
+        files = find_local_files(benchmark, folder) if folder.is_dir() else []
+        if files:
+            return _keep(benchmark, _load_files(benchmark, files)), f"local copy {folder}"
+        wanted = ", ".join(benchmark.local_files) or f"{benchmark.split} files"
+        reasons.append(f"no local copy in {folder} (looked for {wanted})" if folder.is_dir() else f"no folder {folder}")
+    try:
+        if not hub_worth_trying():
+            raise ConnectionError("no connection to the Hub")
+        import datasets
+
+        docs = datasets.load_dataset(benchmark.hub_id, benchmark.config, split=benchmark.split)
+    except Exception as err:  # offline, unknown repository, gated, ...: the message says what to do
+        detail = " ".join(str(err).split())[:160] or type(err).__name__
+        reasons.append(f"the Hub dataset {benchmark.hub_id} could not be loaded ({type(err).__name__}: {detail})")
+        hint = "" if data_dir is not None else " and pass --data-dir DIR"
+        raise BenchmarkDataError(
+            f"{name}: no data: {'; '.join(reasons)}; make a local copy with: {download_command(benchmark, data_dir)}{hint}"
+        ) from None
+    return _keep(benchmark, docs), f"Hub {benchmark.hub_id}"
+
+
+def _load_files(benchmark: Benchmark, files: list[Path]):
+    import datasets
+
+    data_files = {benchmark.split: [str(f) for f in files]}
+    try:
+        if benchmark.file_format == "tsv":
+            return datasets.load_dataset("csv", data_files=data_files, split=benchmark.split, sep="\t")
+        return datasets.load_dataset("parquet", data_files=data_files, split=benchmark.split)
+    except Exception as err:
+        detail = " ".join(str(err).split())[:160]
+        raise BenchmarkDataError(f"{benchmark.name}: cannot read {files[0].parent}: {type(err).__name__}: {detail}") from None
+
+
+def _keep(benchmark: Benchmark, docs):
+    if benchmark.keep is None or benchmark.keep[0] not in docs.column_names:
+        return docs
+    column, test = benchmark.keep
+    return docs.filter(lambda value: bool(test(value)), input_columns=[column])  # reads one column: no image decoding
