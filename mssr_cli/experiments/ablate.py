@@ -58,26 +58,9 @@ def plan(overrides: list[str], variants: list[str] | None, seeds: int) -> tuple[
 def run_ablation(overrides: list[str], variants: list[str] | None, seeds: int, out: Path | None, dry_run: bool,
                  console) -> Path:
     """Plan, run (or print with ``dry_run``) and compare; returns the ablation folder."""
-    from rich.table import Table
+    from mssr_cli.experiments.batch import run_plan
 
     runs, base = plan(overrides, variants, seeds)
     out = out or default_out(overrides, base)
-    table = Table(title=f"ablation: {len(runs)} runs into {out}")
-    table.add_column("run")
-    table.add_column("overrides")
-    for r in runs:
-        table.add_row(r.name, " ".join(r.overrides))
-    console.print(table)
-    if dry_run:
-        return out
-
-    from mssr_cli.experiments.batch import print_outcome, run_batch
-    from mssr_cli.reporting.compare import run_compare
-
-    run_batch(runs, out, console)
-    print_outcome(runs, console)
-    finished = [out / r.name for r in runs if r.status in ("done", "skipped")]
-    if finished:
-        names = {r.name.rsplit("__s", 1)[0] for r in runs}
-        run_compare([out], reference="grpo" if "grpo" in names else base, out=out, console=console)
-    return out
+    names = {r.name.rsplit("__s", 1)[0] for r in runs}
+    return run_plan(runs, out, "ablation", dry_run, console, reference="grpo" if "grpo" in names else base)

@@ -82,3 +82,26 @@ def print_outcome(runs: list[PlannedRun], console) -> None:
     console.print(f"{done}/{len(runs)} runs finished" + (f", {len(failed)} failed:" if failed else ""))
     for r in failed:
         console.print(f"  {r.name}: {r.error}")
+
+
+def run_plan(runs: list[PlannedRun], out: Path, title: str, dry_run: bool, console, metric: str = "val/accuracy",
+             reference: str | None = None) -> Path:
+    """Print the planned runs; unless ``dry_run``, run them and compare the finished ones."""
+    from rich.table import Table
+
+    table = Table(title=f"{title}: {len(runs)} runs into {out}")
+    table.add_column("run")
+    table.add_column("overrides")
+    for r in runs:
+        table.add_row(r.name, " ".join(r.overrides))
+    console.print(table)
+    if dry_run:
+        return out
+
+    from mssr_cli.reporting.compare import run_compare
+
+    run_batch(runs, out, console)
+    print_outcome(runs, console)
+    if any(r.status in ("done", "skipped") for r in runs):
+        run_compare([out], metric=metric, reference=reference, out=out, console=console)
+    return out

@@ -107,10 +107,8 @@ def run_label(params: dict, varying: list[str]) -> str:
 
 
 def run_local_sweep(path: Path, max_runs: int | None, out: Path | None, dry_run: bool, console) -> Path:
-    from rich.table import Table
-
     from mssr_cli.config.compose import compose
-    from mssr_cli.experiments.batch import PlannedRun
+    from mssr_cli.experiments.batch import PlannedRun, run_plan
 
     spec = load_sweep(path)
     sets = expand(spec, max_runs)
@@ -124,20 +122,5 @@ def run_local_sweep(path: Path, max_runs: int | None, out: Path | None, dry_run:
         seed_tag = f"__s{params['seed']}" if "seed" in params else ""
         runs.append(PlannedRun(f"{i:03d}__{label.replace('=', '-').replace(',', '__')}"[:100] + seed_tag, overrides,
                                int(cfg.train.max_steps)))
-    table = Table(title=f"local sweep {spec.get('name', path)}: {len(runs)} runs into {out}")
-    table.add_column("run")
-    table.add_column("overrides")
-    for r in runs:
-        table.add_row(r.name, " ".join(r.overrides))
-    console.print(table)
-    if dry_run:
-        return out
-
-    from mssr_cli.experiments.batch import print_outcome, run_batch
-    from mssr_cli.reporting.compare import run_compare
-
-    run_batch(runs, out, console)
-    print_outcome(runs, console)
-    if any(r.status in ("done", "skipped") for r in runs):
-        run_compare([out], metric=spec.get("metric", {}).get("name", "val/accuracy"), out=out, console=console)
-    return out
+    return run_plan(runs, out, f"local sweep {spec.get('name', path)}", dry_run, console,
+                    metric=spec.get("metric", {}).get("name", "val/accuracy"))

@@ -82,12 +82,7 @@ def extract_answer(text: str) -> str | None:
         return None
     if (boxed := extract_boxed(text)) is not None:
         return boxed
-    start = text.rfind("<answer>")
-    end = text.find("</answer>", start)
-    if start < 0 or end < 0:
-        return None
-    inner = text[start + len("<answer>") : end]
-    return extract_boxed(inner) if _BOX.search(inner) else (inner.strip() or None)
+    return _answer_tag(text)
 
 
 def accuracy_reward(completion: str, answer: str, choices: list[str] | None = None) -> float:
