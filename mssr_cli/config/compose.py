@@ -7,7 +7,6 @@ the valid choices, so the CLI can print it and exit 2 without a traceback.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from mssr_cli.config.paths import conf_dir, group_options
 
