@@ -21,7 +21,7 @@ def test_paper_comparison_is_the_default_plan():
     cfgs = {r.name: compose(r.overrides) for r in runs}
     assert cfgs["grpo__s1"].algo.name == "grpo" and cfgs["grpo__s1"].seed == 1
     assert not cfgs["no_shaping__s0"].algo.shaping.enabled and cfgs["mssr__s0"].algo.shaping.enabled
-    assert {c.train.rollouts_per_step for c in cfgs.values()} == {32}  # equal rollouts per step
+    assert {c.train.rollouts_per_step for c in cfgs.values()} == {128}  # equal rollouts per step
     assert {c.logging.variant for c in cfgs.values()} == {"mssr", "no_shaping", "grpo"}
 
 

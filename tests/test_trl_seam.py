@@ -109,4 +109,4 @@ def test_single_rollout_config_gets_one_generation(tmp_path):
     args = grpo_args(compose(["algo=mvsr", "train.rollouts_per_step=15"]), str(tmp_path))
     assert (args.num_generations, args.generation_batch_size) == (1, 15)
     args = grpo_args(compose(["algo=grpo"]), str(tmp_path))
-    assert (args.num_generations, args.generation_batch_size) == (8, 32)
+    assert (args.num_generations, args.generation_batch_size) == (8, 128)

@@ -15,7 +15,7 @@ from mssr_cli.config.paths import conf_dir, group_options
 ESTIMATOR_NAMES = ("grpo", "single_rollout")
 SCHEDULE_NAMES = ("paper", "monotone", "per_prompt")
 
-GROUPS = ("algo", "model", "data", "train", "logging", "ablation")
+GROUPS = ("algo", "model", "data", "train", "logging", "ablation", "experiment")
 
 
 class ConfigError(ValueError):
