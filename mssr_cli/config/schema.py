@@ -153,6 +153,9 @@ COMMON_KEYS = [
     "train.eval_every",
     "algo.rollouts_per_prompt",
     "algo.kl_coef",
+    "algo.shaping.alpha",
+    "algo.shaping.kappa",
+    "train.stop_on_collapse",
     "logging.wandb",
 ]
 
