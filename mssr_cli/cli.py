@@ -144,6 +144,7 @@ def compare(
 @app.command()
 def sweep(
     file: Annotated[Path, typer.Argument(help="A W&B sweep file (sweeps/*.yaml).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="Extra Hydra overrides for every run (e.g. train.max_steps=20).")] = None,
     local: Annotated[bool, typer.Option("--local", help="Expand grid/random parameters and run them here.")] = False,
     max_runs: Annotated[int | None, typer.Option("--max-runs", help="Run at most N parameter sets.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Sweep folder (default: runs/sweep__<name>).")] = None,
@@ -162,7 +163,7 @@ def sweep(
             load_sweep(file)  # still check the file
             fail(f"{file}: on a W&B server run `wandb sweep {file}` then `wandb agent <sweep id>`; "
                  "add --local to run it here without one")
-        run_local_sweep(file, max_runs, out, dry_run, stdout_console())
+        run_local_sweep(file, max_runs, out, dry_run, stdout_console(), list(overrides or []))
     except ConfigError as err:
         fail(str(err))
 

@@ -106,3 +106,21 @@ def test_batch_reports_a_failed_run_goes_on_and_skips_finished_ones(tmp_path, ti
     again = [PlannedRun("fine", short, 1)]
     run_batch(again, tmp_path / "batch", console)
     assert again[0].status == "skipped"
+
+
+@pytest.mark.slow
+def test_local_sweep_runs_two_parameter_sets_and_compares_them(tmp_path, tiny_policy_path):
+    from rich.console import Console
+
+    from mssr_cli.experiments.sweep import run_local_sweep
+
+    sweep_file = Path(__file__).resolve().parents[1] / "sweeps" / "mssr_shaping.yaml"
+    extra = ["train.max_steps=2", "train.rollouts_per_step=8", "train.eval_every=2", "train.save_every=0",
+             "data.val_limit=20", "logging.wandb=disabled", "algo.tracker.warm_start=false"]
+    console = Console(file=open(tmp_path / "console.txt", "w"), width=200)
+    out = run_local_sweep(sweep_file, 2, tmp_path / "sweep", False, console, extra)
+    runs = sorted(p.name for p in out.iterdir() if (p / "summary.json").exists())
+    assert runs == ["000__kappa-1.5", "001__kappa-2"]
+    cfg = compose(json.loads((out / runs[0] / "meta.json").read_text())["overrides"])
+    assert (cfg.algo.shaping.alpha, cfg.algo.shaping.kappa, cfg.logging.variant) == (0.1, 1.5, "kappa=1.5")
+    assert (out / "compare.csv").exists() and "kappa=2" in (out / "compare.md").read_text()

@@ -106,7 +106,9 @@ def run_label(params: dict, varying: list[str]) -> str:
     return ",".join(f"{k.rsplit('.', 1)[-1]}={short(params[k])}" for k in varying if k != "seed") or "base"
 
 
-def run_local_sweep(path: Path, max_runs: int | None, out: Path | None, dry_run: bool, console) -> Path:
+def run_local_sweep(path: Path, max_runs: int | None, out: Path | None, dry_run: bool, console,
+                    extra: list[str] | None = None) -> Path:
+    """Expand the sweep, run each parameter set (plus ``extra`` overrides) as a run, compare them."""
     from mssr_cli.config.compose import compose
     from mssr_cli.experiments.batch import PlannedRun, run_plan
 
@@ -117,7 +119,7 @@ def run_local_sweep(path: Path, max_runs: int | None, out: Path | None, dry_run:
     runs = []
     for i, params in enumerate(sets):
         label = run_label(params, varying)
-        overrides = [*overrides_of(params), f"logging.variant='{label}'"]  # quoted: labels hold = and ,
+        overrides = [*(extra or []), *overrides_of(params), f"logging.variant='{label}'"]  # quoted: labels hold = and ,
         cfg = compose(overrides)  # fail before anything runs
         seed_tag = f"__s{params['seed']}" if "seed" in params else ""
         runs.append(PlannedRun(f"{i:03d}__{label.replace('=', '-').replace(',', '__')}"[:100] + seed_tag, overrides,
