@@ -63,6 +63,11 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
     from mssr_cli.console import stdout_console
 
     console = stdout_console()
+    import warnings
+
+    # transformers 5 renamed gradient checkpointing; TRL 1.16 still calls the old names on every
+    # step. The rename is theirs to finish, and the warning would otherwise bury the progress bar.
+    warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
     threads = configure_cpu_threads(cfg.train.num_threads)
     started = time.time()
 
