@@ -15,7 +15,7 @@ from mssr_cli.training.runner import run_training
 def test_grpo_learns_a_single_prompt(tmp_path, tiny_policy_path):
     """One training image, 8 rollouts a step: the reward must climb (catches a wrong advantage sign,
     rewards not reaching the loss, or gradients not reaching the policy)."""
-    overrides = ["algo=grpo", "train.max_steps=40", "train.rollouts_per_step=8", "algo.rollouts_per_prompt=8", "train.lr=1e-3",
+    overrides = ["algo=grpo", "algo.kl_coef=0.01", "train.max_steps=40", "train.rollouts_per_step=8", "algo.rollouts_per_prompt=8", "train.lr=1e-3",
                  "data.train_limit=1", "train.eval_every=0", "train.save_every=0", "logging.progress=false",
                  "logging.wandb=disabled", "seed=0"]
     run_training(compose(overrides), overrides, tmp_path / "run")
