@@ -21,6 +21,8 @@ from mssr_cli.algos.value_tracker import BetaValueTracker
 class GroupEstimator:
     """GRPO: A_i = (r_i - mean_group r) / (std_group r + eps), groups of G adjacent rollouts."""
 
+    needs_prompt_kl = False  # the seam gathers per-rollout KL only for estimators that read it
+
     def __init__(self, algo):
         self.group_size = int(algo.rollouts_per_prompt)
 
@@ -53,6 +55,7 @@ class SingleRolloutEstimator:
             rho_min=t.rho_min, rho_max=t.rho_max, target_kl=t.target_kl, kl_window=t.kl_window,
             v_init=t.v_init, schedule=t.schedule, d_half=t.d_half,
         )
+        self.needs_prompt_kl = t.schedule == "per_prompt"  # SPO's rho(x) reads each prompt's KL
         self.normalize = bool(algo.normalize)
         self.zero_signal_guard = bool(algo.zero_signal_guard)
         self.pending: tuple[list, torch.Tensor] | None = None  # (ids, rewards) awaiting the step's KL

@@ -210,17 +210,12 @@ class RLTrainer(GRPOTrainer):
             rows = self.accelerator.gather(torch.cat(self._kl_rows)).cpu()  # [M] over processes
             values = self.accelerator.gather(torch.cat(self._kl_values).float()).cpu()  # [M]
             kl = values.mean().item()  # token-mean, then batch-mean (the reference's KL metric)
-            if self.estimator_needs_prompt_kl:
+            if self.estimator.needs_prompt_kl:
                 prompt_kl = torch.full((len(self.last_step["ids"]),), float("nan"))
                 prompt_kl[rows] = values  # [N] in batch order; NaN where not measured
         metrics = self.estimator.finish_step(kl, prompt_kl)
         for name, value in metrics.items():
             self._metrics["train"][name] = [value]
-
-    @property
-    def estimator_needs_prompt_kl(self) -> bool:
-        tracker = getattr(self.estimator, "tracker", None)
-        return tracker is not None and tracker.schedule == "per_prompt"
 
     def _publish_step_stats(self) -> None:
         keys = ["adv_sum", "adv_abs_sum", "adv_sq_sum", "tokens", "psi_sum", "cap_tokens", "cross_modal_kl_sum",
