@@ -44,6 +44,7 @@ def main() -> None:
 def train(
     overrides: Annotated[list[str] | None, typer.Argument(help="Hydra overrides: group=option or key=value.")] = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run folder (default: runs/<name>).")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run in this folder from its newest checkpoint, with its saved config (overrides: only when to stop, save, validate and how to log).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
 ) -> None:
     """Train a policy with RL on the composed config (default: MSSR on the tiny model and digits)."""
@@ -51,18 +52,36 @@ def train(
     from mssr_cli.config.compose import ConfigError, compose
 
     overrides = list(overrides or [])
+    typed = list(overrides)  # as given: a launcher passes these on to the processes it starts
+    if resume is not None and run_dir is not None:
+        fail("--resume and --run-dir: give one of them (--resume RUN_DIR continues that folder)")
     try:
-        cfg = compose(overrides)
+        if resume is not None:
+            from mssr_cli.training.run_folder import resume_config
+
+            cfg, overrides = resume_config(resume, overrides)
+            run_dir = resume
+        else:
+            cfg = compose(overrides)
     except ConfigError as err:
         fail(str(err))
-    if dry_run:
-        from omegaconf import OmegaConf
+    launch_overrides = typed if resume else overrides
+    if dry_run:  # the resolved config, the plan (downloads, layout, memory) and any launch command
+        from mssr_cli.training.plan import print_dry_run
 
-        stdout_console().print(OmegaConf.to_yaml(cfg), end="", markup=False, highlight=False)
+        print_dry_run(cfg, launch_overrides, run_dir, resume, stdout_console())
         return
+    from mssr_cli.training.launch import launch_if_asked
+
+    # launcher=ddp|zero2|zero3: re-run this command under `accelerate launch` and exit with its status
+    launch_if_asked(cfg, launch_overrides, run_dir, resume, False, stdout_console())
+    from mssr_cli.data.sources import DataSourceError
     from mssr_cli.training.runner import run_training
 
-    run_training(cfg, overrides, run_dir)
+    try:
+        run_training(cfg, overrides, run_dir)
+    except DataSourceError as err:  # a bad row or a missing file: one line naming it, no traceback
+        fail(str(err))
 
 
 @app.command(epilog=_groups_help())

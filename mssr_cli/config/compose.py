@@ -15,7 +15,7 @@ from mssr_cli.config.paths import conf_dir, group_options
 ESTIMATOR_NAMES = ("grpo", "single_rollout")
 SCHEDULE_NAMES = ("paper", "monotone", "per_prompt")
 
-GROUPS = ("algo", "model", "data", "train", "logging", "ablation", "experiment")
+GROUPS = ("algo", "model", "data", "train", "logging", "launcher", "ablation", "experiment")
 
 
 class ConfigError(ValueError):
@@ -52,6 +52,20 @@ def _explain_hydra(err: Exception, overrides: list[str]) -> ConfigError:
     return ConfigError(f"bad override ({' '.join(overrides)}): {first_line}")
 
 
+def _pick(key: str, mapping: dict):
+    """``${pick:${algo.estimator},{grpo:1024,single_rollout:128}}``: a recipe's per-algorithm value."""
+    if key not in mapping:
+        raise ConfigError(f"no value for '{key}' in {dict(mapping)}; valid choices: {', '.join(map(str, mapping))}")
+    return mapping[key]
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("pick"):
+        OmegaConf.register_new_resolver("pick", _pick)
+
+
 def compose(overrides: list[str]):
     """The resolved, schema-checked config (an OmegaConf DictConfig) for these Hydra overrides."""
     from hydra import compose as hydra_compose
@@ -62,6 +76,7 @@ def compose(overrides: list[str]):
 
     from mssr_cli.config.schema import RootConfig
 
+    _register_resolvers()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -79,6 +94,10 @@ def compose(overrides: list[str]):
             ) from err
         msg = str(err).strip().splitlines()[0]
         raise ConfigError(f"{full_key}: {msg}") from err
+    try:
+        OmegaConf.resolve(cfg)  # recipes pick per-algorithm values by interpolation; print them resolved
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{getattr(err, 'full_key', None) or '?'}: {str(err).strip().splitlines()[0]}") from err
     OmegaConf.set_readonly(cfg, False)
     validate(cfg)
     return cfg
@@ -94,6 +113,8 @@ def validate(cfg) -> None:
         "algo.shaping.entropy": (algo.shaping.entropy, ["full", "sampled"]),
         "algo.loss_agg": (algo.loss_agg, ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]),
         "model.dtype": (cfg.model.dtype, ["auto", "float32", "bfloat16", "float16"]),
+        "model.attn_implementation": (cfg.model.attn_implementation, ["auto", "flash_attention_2", "sdpa", "eager"]),
+        "train.vllm_mode": (train.vllm_mode, ["colocate", "server"]),
         "data.name": (cfg.data.name, group_options("data")),
         "train.bf16": (str(train.bf16).lower(), ["auto", "true", "false"]),
         "logging.wandb": (cfg.logging.wandb, ["offline", "online", "disabled"]),
@@ -130,6 +151,10 @@ def validate(cfg) -> None:
         "train.lr": train.lr,
         "train.max_completion_length": train.max_completion_length,
         "algo.rollouts_per_prompt": g,
+        "model.lora.r": cfg.model.lora.r,
+        "model.lora.alpha": cfg.model.lora.alpha,
+        "train.vllm_gpu_memory_utilization": train.vllm_gpu_memory_utilization,
+        "train.vllm_tensor_parallel_size": train.vllm_tensor_parallel_size,
     }
     for name, value in positive.items():
         if value <= 0:
@@ -150,8 +175,38 @@ def validate(cfg) -> None:
         raise ConfigError(f"algo.clip_low={algo.clip_low} must be in [0, 1) and algo.clip_high >= 0")
     if algo.dual_clip is not None and algo.dual_clip <= 1 + algo.clip_high:
         raise ConfigError(f"algo.dual_clip={algo.dual_clip} must exceed 1 + algo.clip_high (or be null)")
+    if not 0 <= train.val_temperature:
+        raise ConfigError(f"train.val_temperature={train.val_temperature}: must be >= 0 (0 is greedy)")
+    if train.vllm_gpu_memory_utilization > 1:
+        raise ConfigError(f"train.vllm_gpu_memory_utilization={train.vllm_gpu_memory_utilization}: a fraction of GPU memory, in (0, 1]")
+    if cfg.model.lora.enabled and not cfg.model.lora.target_modules:
+        raise ConfigError("model.lora.target_modules is empty: name the modules that get adapters (e.g. [q_proj, v_proj])")
     if cfg.model.name_or_path is None and cfg.model.preset != "tiny":
         raise ConfigError(f"model.name_or_path is null for preset '{cfg.model.preset}'; only 'tiny' is built locally")
+    _validate_launcher(cfg.launcher, micro)
+
+
+def _validate_launcher(launcher, micro: int) -> None:
+    """Several processes split each micro-batch evenly (the global batch stays the one configured)."""
+    from mssr_cli.config.paths import accelerate_config_path
+
+    if launcher.name not in group_options("launcher"):
+        raise ConfigError(f"launcher.name={launcher.name}: not a valid choice; valid choices: {', '.join(group_options('launcher'))}")
+    if launcher.num_processes is not None and launcher.num_processes < 1:
+        raise ConfigError(f"launcher.num_processes={launcher.num_processes}: must be positive (or null: every GPU)")
+    if launcher.name == "none":
+        return
+    if not launcher.accelerate_config:
+        raise ConfigError(f"launcher.accelerate_config is null for launcher '{launcher.name}': choose the option "
+                          f"(launcher={launcher.name}) or give an accelerate config file")
+    if not accelerate_config_path(launcher.accelerate_config).is_file():
+        shipped = ", ".join(p.name for p in sorted((conf_dir() / "accelerate").glob("*.yaml")))
+        raise ConfigError(f"launcher.accelerate_config={launcher.accelerate_config}: no such file; shipped: {shipped}, or give a path")
+    if launcher.num_processes is not None and micro % launcher.num_processes:
+        raise ConfigError(
+            f"launcher.num_processes={launcher.num_processes} must divide the micro-batch of {micro} rollouts "
+            "(train.micro_batch_size, else the minibatch): each process takes an equal share"
+        )
 
 
 def steps_layout(cfg) -> dict[str, int]:

@@ -68,6 +68,18 @@ class WarmStartConfig:
 
 
 @dataclass
+class LoraConfig:
+    enabled: bool = key(False, "train LoRA adapters instead of every weight (PEFT); the reference model is then the base with adapters off")
+    r: int = key(64, "LoRA rank")
+    alpha: int = key(128, "LoRA alpha (scale = alpha / r)")
+    dropout: float = key(0.05, "LoRA dropout")
+    target_modules: list[str] = key(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "module names that get adapters (these match the language model only; the vision tower stays as model.freeze_vision says)",
+    )
+
+
+@dataclass
 class ModelConfig:
     preset: str = key("tiny", "preset name (the model/ config option)")
     name_or_path: str | None = key(None, "Hugging Face Hub id or local folder; null builds the tiny model")
@@ -75,6 +87,9 @@ class ModelConfig:
     min_pixels: int | None = key(None, "image processor lower bound on pixels per image (null: processor default)")
     max_pixels: int | None = key(None, "image processor upper bound on pixels per image (null: processor default)")
     freeze_vision: bool = key(False, "freeze the vision tower (the paper trains it)")
+    attn_implementation: str = key("auto", "attention kernel: auto (flash_attention_2 when installed on a GPU, else sdpa) | flash_attention_2 | sdpa | eager")
+    gradient_checkpointing: bool = key(False, "recompute activations in the backward pass: less memory, about 30% more compute (real presets: on; it only slows the tiny model)")
+    lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "LoRA adapters through PEFT (fewer GPUs)"})
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig, metadata={"help": "tiny model warm start"})
 
 
@@ -82,9 +97,19 @@ class ModelConfig:
 class DataConfig:
     name: str = key("digits", "dataset (the data/ config option)")
     image_size: int = key(56, "digits: side of the upscaled RGB image in px")
-    num_val: int = key(300, "digits: validation rows (the rest train)")
+    num_val: int = key(300, "validation rows held out (the rest train): digits, and local files without val_path")
     train_limit: int | None = key(None, "use only the first N training rows (null: all)")
     val_limit: int | None = key(None, "validate on only the first N validation rows (null: all)")
+    hub_id: str | None = key(None, "Hugging Face dataset id read with datasets.load_dataset (null: local files in data.path)")
+    path: str | None = key(None, "local data: with hub_id, a local copy of that dataset (huggingface-cli download --local-dir); else a parquet/JSONL file, folder or glob")
+    val_path: str | None = key(None, "validation parquet/JSONL file, folder or glob (null: val_split of the dataset; local files: num_val rows held out)")
+    train_split: str = key("train", "split of the dataset used for training")
+    val_split: str = key("validation", "split of the dataset used for validation")
+    question_column: str = key("problem", "column holding the question text (<image> placeholders are removed)")
+    answer_column: str = key("answer", "column holding the gold answer")
+    image_column: str = key("images", "column holding the image: path, bytes, {bytes, path} or a list of these (the first is used)")
+    image_root: str | None = key(None, "folder that relative image paths are resolved against (null: the data file's folder)")
+    skip_bad_rows: bool = key(False, "skip rows with a missing question, empty answer or unreadable image (and say how many) instead of failing")
 
 
 @dataclass
@@ -105,10 +130,17 @@ class TrainConfig:
     save_every: int = key(50, "checkpoint every N RL steps (and at the end); 0 disables")
     keep_checkpoints: int = key(2, "how many recent checkpoints to keep")
     stop_on_collapse: bool = key(False, "stop the run (with a checkpoint) when the collapse detector raises an alarm")
-    gradient_checkpointing: bool = key(False, "trade compute for memory (slows a tiny model; for 7B on small GPUs)")
+    val_temperature: float = key(0.0, "validation sampling temperature (0: greedy; paper 0.6)")
     bf16: str = key("auto", "bf16 mixed precision: auto (when the GPU supports it) | true | false")
     num_threads: int | None = key(None, "CPU threads for torch (null: the cores this process may use)")
-    use_vllm: bool = key(False, "generate with vLLM (GPU; needs the vllm extra)")
+    use_vllm: bool = key(False, "generate rollouts with vLLM (GPU; needs the vllm extra)")
+    vllm_mode: str = key("colocate", "vLLM placement: colocate (inside each training process) | server (a separate `trl vllm-serve`)")
+    vllm_gpu_memory_utilization: float = key(0.3, "colocate: fraction of each GPU's memory vLLM may take (paper: 0.6)")
+    vllm_tensor_parallel_size: int = key(1, "colocate: GPUs one vLLM engine spans")
+    vllm_enable_sleep_mode: bool = key(False, "colocate: offload vLLM's weights and cache during the optimizer step (less memory, slower)")
+    vllm_server_host: str = key("0.0.0.0", "server: host of `trl vllm-serve`")
+    vllm_server_port: int = key(8000, "server: port of `trl vllm-serve`")
+    vllm_server_timeout: float = key(240.0, "server: seconds to wait for the server before failing")
 
 
 @dataclass
@@ -134,6 +166,14 @@ class LoggingConfig:
 
 
 @dataclass
+class LauncherConfig:
+    name: str = key("none", "how training starts: none (this process) | ddp | zero2 | zero3 (re-runs `mssr train` under `accelerate launch`)")
+    num_processes: int | None = key(1, "training processes, one per GPU (null: every GPU of this machine)")
+    accelerate_config: str | None = key(None, "accelerate config file: a name in conf/accelerate/ (ddp.yaml, zero2.yaml, zero3.yaml) or a path")
+    main_process_port: int | None = key(None, "rendezvous port of process 0 (null: accelerate's default 29500; 0: a free port)")
+
+
+@dataclass
 class RootConfig:
     seed: int = key(0, "seed of the RL run (sampling, shuffling); the split and the tiny model have their own")
     algo: AlgoConfig = field(default_factory=AlgoConfig)
@@ -142,6 +182,7 @@ class RootConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig, metadata={"help": "several GPUs: how the training processes start"})
 
 
 # Keys shown under "common keys" in --help.

@@ -16,6 +16,21 @@ def user_prompt(question: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"{question} {BOXED_INSTRUCTION}"}]
 
 
+# The paper's prompt (Hub and local data): reasoning in <think></think>, the answer in \boxed{}. The
+# wording is the reference implementation's (ruiiu/MSSR examples/format_prompt/math.jinja, EasyR1's
+# math prompt), so rewards and response lengths compare with the paper's runs.
+THINK_BOXED_INSTRUCTION = (
+    "You FIRST think about the reasoning process as an internal monologue and then provide the final answer. "
+    "The reasoning process MUST BE enclosed within <think> </think> tags. "
+    "The final answer MUST BE put in \\boxed{}."
+)
+
+
+def think_boxed_prompt(question: str) -> list[dict[str, str]]:
+    """The paper's conversational prompt: the question, then the think-then-box instruction (image added by the trainer)."""
+    return [{"role": "user", "content": f"{question.strip()} {THINK_BOXED_INSTRUCTION}"}]
+
+
 def boxed(answer: str) -> str:
     """The target completion the warm start teaches: the bare boxed answer."""
     return f"\\boxed{{{answer}}}"

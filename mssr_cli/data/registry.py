@@ -1,13 +1,31 @@
-"""Data sources by name: each returns a ``datasets.Dataset`` with columns prompt, image, answer, id."""
+"""Data sources by name: each returns a ``datasets.Dataset`` with columns prompt, image, answer, id.
+
+``digits`` is built in; ``vision_r1``, ``geometry3k`` and ``local`` share one loader
+(``mssr_cli.data.sources``): their YAML says where the rows are and which columns hold what.
+"""
 
 from __future__ import annotations
 
 
+def _digits(data_cfg, split: str):
+    from mssr_cli.data.digits import load_digits_split
+
+    limit = data_cfg.train_limit if split == "train" else data_cfg.val_limit
+    return load_digits_split(split, data_cfg.image_size, data_cfg.num_val, limit=limit)
+
+
+def _hub_or_files(data_cfg, split: str):
+    from mssr_cli.data.sources import load_source_split
+
+    return load_source_split(data_cfg, split)
+
+
+LOADERS = {"digits": _digits, "geometry3k": _hub_or_files, "local": _hub_or_files, "vision_r1": _hub_or_files}
+
+
 def load_split(data_cfg, split: str):
     """The ``split`` ("train" or "validation") of the configured data source."""
-    if data_cfg.name == "digits":
-        from mssr_cli.data.digits import load_digits_split
-
-        limit = data_cfg.train_limit if split == "train" else data_cfg.val_limit
-        return load_digits_split(split, data_cfg.image_size, data_cfg.num_val, limit=limit)
-    raise ValueError(f"data.name={data_cfg.name!r}: no loader; valid choices: digits")
+    loader = LOADERS.get(data_cfg.name)
+    if loader is None:
+        raise ValueError(f"data.name={data_cfg.name!r}: no loader; valid choices: {', '.join(sorted(LOADERS))}")
+    return loader(data_cfg, split)

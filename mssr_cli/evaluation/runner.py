@@ -52,9 +52,9 @@ def resolve_model(model: str) -> ModelTarget:
 
     folder = Path(model).expanduser()
     if folder.is_dir():
-        if (folder / "model" / "config.json").is_file():
+        if _is_model_folder(folder / "model"):
             return _run_target(model, folder)
-        if (folder / "config.json").is_file():
+        if _is_model_folder(folder):
             return ModelTarget(model, str(folder), model_cfg=_path_cfg(str(folder)))
         raise ModelLoadError(
             f"--model {model}: a folder, but neither a run folder (no model/config.json) nor a model folder (no config.json)"
@@ -69,7 +69,13 @@ def resolve_model(model: str) -> ModelTarget:
 
 
 def _path_cfg(path: str, dtype: str = "auto", min_pixels=None, max_pixels=None):
-    return SimpleNamespace(name_or_path=path, dtype=dtype, min_pixels=min_pixels, max_pixels=max_pixels, freeze_vision=False)
+    return SimpleNamespace(name_or_path=path, dtype=dtype, min_pixels=min_pixels, max_pixels=max_pixels, freeze_vision=False,
+                           attn_implementation="auto")
+
+
+def _is_model_folder(folder: Path) -> bool:
+    """A Hugging Face model, or a PEFT adapter (a LoRA run's model/: transformers loads it over its base)."""
+    return (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
 
 
 def _run_target(label: str, run_dir: Path) -> ModelTarget:

@@ -99,10 +99,50 @@ def load_policy(model_cfg, data_cfg, progress=None, console=None):
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(model_cfg.dtype)
     if dtype is None:  # auto
         dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
+    model = AutoModelForImageTextToText.from_pretrained(
+        path, dtype=dtype, attn_implementation=attention_kernel(model_cfg.attn_implementation, dtype)
+    )
     if model_cfg.freeze_vision:
         vision = getattr(getattr(model, "model", model), "visual", None)  # Qwen2-VL / Qwen2.5-VL layout
         if vision is None:
             raise RuntimeError(f"model.freeze_vision=true but {type(model).__name__} has no .model.visual tower")
         vision.requires_grad_(False)
     return model, processor
+
+
+def attention_kernel(requested: str, dtype) -> str:
+    """The attention implementation to load with: ``auto`` picks the fastest one that can run here.
+
+    FlashAttention-2 needs the ``flash_attn`` package, a CUDA GPU and 16-bit weights; otherwise
+    PyTorch's SDPA (fused kernels on GPU, a plain path on CPU) is the best available.
+    """
+    if requested != "auto":
+        return requested
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("flash_attn") and torch.cuda.is_available() and dtype in (torch.bfloat16, torch.float16):
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def lora_config(model_cfg):
+    """PEFT ``LoraConfig`` for ``model.lora`` (None when disabled); adapters on the language model only.
+
+    Qwen2.5-VL's vision MLP reuses the names gate/up/down_proj, so the target is a regex that
+    excludes the vision tower (``visual``): with LoRA the whole base, vision included, is frozen.
+    """
+    lora = model_cfg.lora
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    names = "|".join(sorted(lora.target_modules))
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=rf"^(?!.*\bvisual\b).*\.({names})$",
+        task_type="CAUSAL_LM",
+    )

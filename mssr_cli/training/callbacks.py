@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 
 from transformers import TrainerCallback
 
@@ -35,6 +36,13 @@ class RunLogger:
 
     def rl_step(self, global_step: int) -> int:
         return global_step // self.updates_per_step
+
+    def resume(self, kept: list[dict]) -> None:
+        """Continue after the lines a resumed run keeps: time/elapsed goes on from the last one."""
+        elapsed = next((m["time/elapsed"] for m in reversed(kept) if m.get("time/elapsed") is not None), 0.0)
+        self.started = time.time() - elapsed
+        for line in kept:
+            self.latest.update({k: v for k, v in line.items() if v is not None})
 
     def stage(self, metrics: dict[str, float]) -> None:
         """Metrics to attach to the next line written (e.g. validation before the step's log)."""
@@ -77,15 +85,17 @@ class ValidationCallback(TrainerCallback):
     """Greedy validation at step 0, every ``eval_every`` RL steps, and at the last step."""
 
     def __init__(self, logger: RunLogger, processor, val_set, eval_every: int, max_steps: int, batch_size: int,
-                 max_new_tokens: int):
+                 max_new_tokens: int, temperature: float = 0.0):
         self.logger, self.processor, self.val_set = logger, processor, val_set
         self.eval_every, self.max_steps = eval_every, max_steps
-        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.batch_size, self.max_new_tokens, self.temperature = batch_size, max_new_tokens, temperature
 
     def _validate(self, model) -> dict[str, float]:
         from mssr_cli.training.validation import greedy_accuracy
 
-        result = greedy_accuracy(model, self.processor, self.val_set, self.batch_size, self.max_new_tokens)
+        # several processes: each answers a shard and all get the same metrics (no rank waits alone)
+        result = greedy_accuracy(model, self.processor, self.val_set, self.batch_size, self.max_new_tokens,
+                                 temperature=self.temperature, across_processes=True)
         return {"val/accuracy": result["accuracy"], "val/format_rate": result["format_rate"]}
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -100,6 +110,59 @@ class ValidationCallback(TrainerCallback):
             self.logger.stage(self._validate(model))
 
 
+class OnTrainBegin(TrainerCallback):
+    """Runs ``fn()`` once, when ``train()`` has prepared the model: under DeepSpeed it is on its GPU
+    (and ZeRO-3-sharded) only from then on. Every process runs it (e.g. the tracker warm start)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.fn()
+
+
+class InterruptCallback(TrainerCallback):
+    """Ctrl-C while training: finish the RL step, checkpoint it, stop (a second Ctrl-C stops at once).
+
+    A checkpoint written wherever the KeyboardInterrupt lands would not resume the same run: mid-step,
+    TRL regenerates the half-used batch; between the optimizer update and the step counter, the weights
+    and the tracker are one update ahead of the checkpoint's name."""
+
+    def __init__(self, updates_per_step: int):
+        self.updates_per_step = updates_per_step
+        self.requested = False
+
+    @contextmanager
+    def catching_sigint(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.updates_per_step:
+            return
+        from mssr_cli.training.distributed import broadcast_from_main
+
+        self.requested = broadcast_from_main(self.requested)  # every process stops at the same step
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+
 class MetricsCallback(TrainerCallback):
     """Turns TRL's log of each RL step into one mssr metrics line."""
 
@@ -109,7 +172,11 @@ class MetricsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or "loss" not in logs:  # the end-of-training summary log has no step metrics
             return
+        from mssr_cli.training.distributed import broadcast_from_main
+
         self.logger.write(self.logger.rl_step(state.global_step), rename_trl_logs(logs))
+        # every process stops together, on rank 0's word (a rank stopping alone would hang the others)
+        self.logger.stop_reason = broadcast_from_main(self.logger.stop_reason)
         if self.logger.stop_reason is not None:  # train.stop_on_collapse: checkpoint, then stop
             control.should_save = True
             control.should_training_stop = True

@@ -31,12 +31,14 @@ def _init_wandb(cfg, run_folder):
     import wandb
     from omegaconf import OmegaConf
 
+    from mssr_cli.training.run_folder import wandb_id
+
     os.environ.setdefault("WANDB_SILENT", "true")
     return wandb.init(
         project=cfg.logging.project,
         entity=cfg.logging.entity,
         name=run_folder.name,
-        id=run_folder.name.replace("__", "-")[-64:],
+        id=wandb_id(run_folder.name),  # fixed by the folder: a resumed run continues the same W&B run
         resume="allow",
         dir=str(run_folder.path),
         mode=cfg.logging.wandb,
@@ -51,7 +53,7 @@ def _warm_start_tracker(cfg, trainer, processor, train_set, progress, console) -
     started = time.time()
     outcomes = sample_outcomes(
         trainer.model, processor, train_set, cfg.algo.tracker.warm_start_rollouts, cfg.train.val_batch_size,
-        cfg.train.max_completion_length, cfg.train.temperature, cfg.train.top_p, trainer.accelerator, progress,
+        cfg.train.max_completion_length, cfg.train.temperature, cfg.train.top_p, progress,
     )
     trainer.warm_start_tracker(outcomes)
     mean = sum(sum(o) / len(o) for o in outcomes.values()) / max(len(outcomes), 1)
@@ -61,8 +63,11 @@ def _warm_start_tracker(cfg, trainer, processor, train_set, progress, console) -
 def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
     """Train, validate, checkpoint and save one run; returns its summary (also in summary.json)."""
     from mssr_cli.console import stdout_console
+    from mssr_cli.training.distributed import is_main_process
 
+    main = is_main_process()  # several processes (launcher=ddp|zero2|zero3): rank 0 alone prints and writes
     console = stdout_console()
+    console.quiet = not main
     import warnings
 
     # transformers 5 renamed gradient checkpointing; TRL 1.16 still calls the old names on every
@@ -78,9 +83,10 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
 
     from mssr_cli.config.compose import steps_layout
     from mssr_cli.data.registry import load_split
-    from mssr_cli.models.loading import load_policy
+    from mssr_cli.models.loading import load_policy, lora_config
     from mssr_cli.training.collapse import CollapseDetector, CollapseRules
-    from mssr_cli.training.callbacks import MetricsCallback, ProgressCallback, RunLogger, ValidationCallback
+    from mssr_cli.training.callbacks import (InterruptCallback, MetricsCallback, OnTrainBegin, ProgressCallback, RunLogger,
+                                             ValidationCallback)
     from mssr_cli.training.reward_funcs import REWARD_FUNCS
     from mssr_cli.training.run_folder import RunFolder, run_name, summarize
     from mssr_cli.training.trainer import RLTrainer
@@ -88,26 +94,32 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    folder = RunFolder(Path(run_dir) if run_dir else Path(cfg.logging.runs_root) / run_name(cfg))
+    folder = RunFolder(Path(run_dir) if run_dir else Path(cfg.logging.runs_root) / run_name(cfg), writes=main)
     resume = folder.latest_checkpoint()
-    folder.write_start(cfg, overrides)
+    if resume is None:
+        folder.write_start(cfg, overrides)
+    else:
+        folder.write_resume(cfg, overrides, resume)
     console.print(f"Run folder: [bold]{folder.path}[/bold]  ({threads} CPU threads)")
 
     layout = steps_layout(cfg)
-    with _progress(cfg.logging.progress) as progress:
-        model, processor = load_policy(cfg.model, cfg.data, progress=progress, console=console)
+    with _progress(cfg.logging.progress and main) as progress:
+        # data first: a bad row or path should fail in seconds, not after a 7B model has loaded
         train_set = load_split(cfg.data, "train")
         val_set = load_split(cfg.data, "validation")
+        model, processor = load_policy(cfg.model, cfg.data, progress=progress, console=console)
         args = grpo_args(cfg, str(folder.checkpoints))
-        wandb_run = _init_wandb(cfg, folder)
+        wandb_run = _init_wandb(cfg, folder) if main else None
         detector = CollapseDetector(CollapseRules(**OmegaConf.to_container(cfg.collapse)))
         logger = RunLogger(folder, layout["updates_per_step"], cfg.train.rollouts_per_step, wandb_run,
                            detector=detector, console=console, stop_on_collapse=cfg.train.stop_on_collapse)
+        interrupt = InterruptCallback(layout["updates_per_step"])
         callbacks = [
             ValidationCallback(logger, processor, val_set, cfg.train.eval_every, cfg.train.max_steps,
-                               cfg.train.val_batch_size, cfg.train.val_max_new_tokens),
+                               cfg.train.val_batch_size, cfg.train.val_max_new_tokens, cfg.train.val_temperature),
             MetricsCallback(logger),
             ProgressCallback(logger, progress, cfg.train.max_steps),
+            interrupt,
         ]
         trainer = RLTrainer(
             model=model,
@@ -118,25 +130,32 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
             callbacks=callbacks,
             algo_cfg=cfg.algo,
             keep_checkpoints=cfg.train.keep_checkpoints,
+            peft_config=lora_config(cfg.model),
             extra_state={"entropy_ratio": logger.entropy_ratio, "collapse_detector": detector},
         )
         trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its dict dumps
         if resume is not None:
             done = logger.rl_step(int(resume.name.rsplit("-", 1)[1]))
-            folder.truncate_metrics(done)
+            logger.resume(folder.truncate_metrics(done))
             if not trainer.load_mssr_state(str(resume)):
                 console.print(f"[yellow]{resume} holds no mssr state: the value tracker starts afresh[/yellow]")
             console.print(f"Resuming from {resume} (RL step {done})")
         elif hasattr(trainer.estimator, "tracker") and cfg.algo.tracker.warm_start:
-            _warm_start_tracker(cfg, trainer, processor, train_set, progress, console)
+            # when train() starts: DeepSpeed puts the model on its GPU (ZeRO-3: sharded) only then
+            trainer.add_callback(OnTrainBegin(lambda: _warm_start_tracker(cfg, trainer, processor, train_set, progress, console)))
         try:
-            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            with interrupt.catching_sigint():  # Ctrl-C: checkpoint at the end of the RL step, then stop
+                trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         except KeyboardInterrupt:
-            console.print("[yellow]Interrupted: saving a checkpoint before exiting[/yellow]")
-            trainer._save_checkpoint(trainer.model, None)
+            console.print(f"[yellow]Interrupted: `mssr train --resume {folder.path}` continues from the last checkpoint[/yellow]")
             raise
-        trainer.save_model(str(folder.model))
-        processor.save_pretrained(str(folder.model))
+        if interrupt.requested:
+            console.print(f"[yellow]Interrupted: checkpoint at RL step {logger.rl_step(trainer.state.global_step)}; "
+                          f"`mssr train --resume {folder.path}` continues from it[/yellow]")
+            raise KeyboardInterrupt
+        trainer.save_model(str(folder.model))  # every process: ZeRO-3 gathers the shards, rank 0 writes
+        if main:
+            processor.save_pretrained(str(folder.model))
 
     summary = summarize(
         folder.read_metrics(),

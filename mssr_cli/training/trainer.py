@@ -27,11 +27,31 @@ import shutil
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
+from trl.trainer.utils import RepeatSampler
 
 from mssr_cli.algos.shaping import entropy_shaping_term, sampled_token_entropy, shaping_cap_fraction
 from mssr_cli.training.estimators import build_estimator
 
 STATE_FILE = "mssr_state.json"  # estimator (value tracker) and other mssr state inside each checkpoint
+
+
+class EpochRepeatSampler(RepeatSampler):
+    """TRL's RepeatSampler with the same order, made a function of (seed, epoch) so that a resumed run
+    sees it too. TRL's seeds one generator once and draws each epoch's permutation after the last, so a
+    run resumed in epoch e would replay epoch 0's order; here ``set_epoch(e)`` (the Trainer calls it
+    before every epoch) reseeds and replays the first e draws."""
+
+    epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if self.shuffle and self.seed is not None:
+            self.generator.manual_seed(self.seed)
+            for _ in range(self.epoch):
+                torch.randperm(self.num_samples, generator=self.generator)  # the earlier epochs' draws
+        return super().__iter__()
 
 
 class RLTrainer(GRPOTrainer):
@@ -248,11 +268,35 @@ class RLTrainer(GRPOTrainer):
             ids = list(outcomes_by_id)
             tracker.warm_start(ids, [outcomes_by_id[i] for i in ids])
 
-    # ---- checkpoints ---------------------------------------------------------------------------
+    # ---- checkpoints and resuming --------------------------------------------------------------
+
+    def _get_train_sampler(self, dataset=None):
+        sampler = super()._get_train_sampler(dataset)
+        if type(sampler) is not RepeatSampler:
+            return sampler
+        return EpochRepeatSampler(sampler.data_source, sampler.mini_repeat_count, sampler.batch_size,
+                                  sampler.repeat_count, sampler.shuffle, sampler.seed)
 
     def mssr_state(self) -> dict:
         return {"estimator": self.estimator.state_dict(),
                 **{name: obj.state_dict() for name, obj in self.extra_state.items()}}
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """The policy weights of a checkpoint, loaded through the model's own key mapping.
+
+        transformers 5 writes checkpoints in the Hub's key layout (save_pretrained reverts its renamings:
+        Qwen-VL's ``model.language_model.*`` is written as ``model.*``) but Trainer reloads them with a plain,
+        non-strict ``load_state_dict``: every key but ``lm_head`` misses, and the run silently goes on from
+        the base weights (huggingface/transformers#43701, #48805). ``from_pretrained`` maps the keys back;
+        the strict copy fails loudly if anything is still left out."""
+        target = self.model if model is None else model
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or hasattr(target, "peft_config"):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)  # their own loaders
+        dtypes = {p.dtype for p in target.parameters()}
+        dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32  # mixed (an fp32 head): no value is rounded
+        loaded = type(target).from_pretrained(resume_from_checkpoint, dtype=dtype)
+        target.load_state_dict(loaded.state_dict(), strict=True)
+        del loaded
 
     def load_mssr_state(self, checkpoint_dir: str) -> bool:
         """Restore the estimator (tracker) and extra state saved beside a checkpoint; False if absent."""
@@ -271,12 +315,15 @@ class RLTrainer(GRPOTrainer):
         final_root = self.args.output_dir
         staging_root = os.path.join(final_root, ".staging")
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        shutil.rmtree(os.path.join(staging_root, name), ignore_errors=True)
+        if self.args.should_save:  # one process clears a leftover, before any process writes into it
+            shutil.rmtree(os.path.join(staging_root, name), ignore_errors=True)
+        self.accelerator.wait_for_everyone()
         self.args.output_dir = staging_root  # the parent writes into <output_dir>/checkpoint-N
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self.args.output_dir = final_root
+        self.accelerator.wait_for_everyone()  # every process's part (its RNG state, ZeRO shards) is written
         if not self.args.should_save:
             return
         staged = os.path.join(staging_root, name)

@@ -25,8 +25,14 @@ def grpo_args(cfg, output_dir: str):
     import torch
     from trl import GRPOConfig
 
+    from mssr_cli.training.distributed import world_size
+
     layout = steps_layout(cfg)
     train, algo = cfg.train, cfg.algo
+    processes = world_size()
+    if layout["micro_batch_size"] % processes:
+        raise ValueError(f"{processes} processes must divide the micro-batch of {layout['micro_batch_size']} rollouts "
+                         "(train.micro_batch_size, else the minibatch)")
     updates = layout["updates_per_step"]
     group = algo.rollouts_per_prompt
     args = GRPOConfig(
@@ -39,7 +45,8 @@ def grpo_args(cfg, output_dir: str):
         # (it divides itself), then set the real G = 1 below (no re-validation on assignment).
         num_generations=group if group > 1 else train.rollouts_per_step,
         generation_batch_size=train.rollouts_per_step,
-        per_device_train_batch_size=layout["micro_batch_size"],  # one process; several GPUs: later issue
+        # each process takes an equal share of a micro-batch: the global batch is the configured one
+        per_device_train_batch_size=layout["micro_batch_size"] // processes,
         gradient_accumulation_steps=layout["grad_accum"],
         num_iterations=1,
         learning_rate=train.lr,
@@ -62,10 +69,17 @@ def grpo_args(cfg, output_dir: str):
         save_steps=max(1, train.save_every * updates),
         report_to="none",  # mssr logs to W&B itself, under its own metric names
         disable_tqdm=True,
-        gradient_checkpointing=train.gradient_checkpointing,
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
         bf16=use_bf16(train.bf16),
         fp16=False,
         use_vllm=train.use_vllm,
+        vllm_mode=train.vllm_mode,
+        vllm_gpu_memory_utilization=train.vllm_gpu_memory_utilization,
+        vllm_tensor_parallel_size=train.vllm_tensor_parallel_size,
+        vllm_enable_sleep_mode=train.vllm_enable_sleep_mode,
+        vllm_server_host=train.vllm_server_host,
+        vllm_server_port=train.vllm_server_port,
+        vllm_server_timeout=train.vllm_server_timeout,
         reward_weights=REWARD_WEIGHTS,  # accuracy pays; format (weight 0) is only logged
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),

@@ -52,11 +52,27 @@ def generate_answers(model, processor, dataset, batch_size: int = 64, max_new_to
     return outputs
 
 
-def greedy_accuracy(model, processor, dataset, batch_size: int = 64, max_new_tokens: int = 16) -> dict[str, float]:
-    """Validation metrics: ``accuracy`` (boxed answer right) and ``format_rate`` (a boxed answer at all)."""
-    from mssr_cli.rewards import accuracy_reward, extract_boxed
+def greedy_accuracy(model, processor, dataset, batch_size: int = 64, max_new_tokens: int = 16,
+                    temperature: float = 0.0, seed: int = 0, across_processes: bool = False) -> dict[str, float]:
+    """Validation metrics: ``accuracy`` (boxed answer right) and ``format_rate`` (a boxed answer at all).
 
-    completions = generate_answers(model, processor, dataset, batch_size, max_new_tokens)
+    Greedy by default; with ``temperature`` > 0 (the paper validates at 0.6) answers are sampled
+    from a private generator seeded with ``seed``, so validating never shifts the training RNG
+    (a resumed run, or one validated more often, then samples the same rollouts).
+    ``across_processes``: every training process answers a shard and all get the same metrics
+    (then every process must call it)."""
+    import torch
+
+    from mssr_cli.rewards import accuracy_reward, extract_boxed
+    from mssr_cli.training.distributed import generate_across_processes
+
+    def answer(rows):
+        return generate_answers(model, processor, rows, batch_size, max_new_tokens, temperature=temperature)
+
+    devices = [model.device.index] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        completions = generate_across_processes(answer, dataset) if across_processes else answer(dataset)
     answers = dataset["answer"]
     correct = [accuracy_reward(c, a) for c, a in zip(completions, answers, strict=True)]
     formatted = [extract_boxed(c) is not None for c in completions]

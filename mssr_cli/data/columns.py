@@ -1,0 +1,64 @@
+"""A source row, with its dataset's own column names, as the common columns every data source has.
+
+Source columns (named by ``data.question_column``, ``data.answer_column``, ``data.image_column``):
+the question text (``<image>`` placeholders removed: TRL inserts the image itself), the gold answer
+(anything ``str()`` turns into the answer text) and the image (any form ``mssr_cli.data.images``
+accepts). Common columns (``mssr_cli.data.prompts``): ``prompt`` (the paper's think-then-box
+conversational prompt), ``image`` (encoded image; a PIL image when read), ``answer`` (string),
+``id`` (the row index in the source split, assigned by the caller).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mssr_cli.data.images import BadImage, image_value
+from mssr_cli.data.prompts import think_boxed_prompt
+
+# "<image>", "<image 1>", "<image1>": placeholders datasets keep where the image goes (Vision-R1-rl and
+# geometry3k start each problem with "<image>"); the chat template places the image instead.
+IMAGE_PLACEHOLDER = re.compile(r"<image\s*\d*>\s*", re.I)
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which source columns hold the question, the answer and the image."""
+
+    question: str
+    answer: str
+    image: str
+
+
+class BadRow(ValueError):
+    """A row that cannot become a training example: ``column`` names the source column, ``kind`` the short
+    reason (for counts), the message the detail."""
+
+    def __init__(self, column: str, kind: str, message: str | None = None):
+        super().__init__(message or kind)
+        self.column, self.kind = column, kind
+
+
+def clean_question(text: str) -> str:
+    """The question without image placeholders, whitespace trimmed."""
+    return IMAGE_PLACEHOLDER.sub(" ", text).strip()
+
+
+def common_row(raw: dict, columns: ColumnMap, image_root: Path | None, check_image: bool = True) -> dict:
+    """``prompt``, ``image`` and ``answer`` of one source row; raises ``BadRow`` naming the column."""
+    question = raw.get(columns.question)
+    if question is None or not clean_question(str(question)):
+        raise BadRow(columns.question, "missing question")
+    answer = raw.get(columns.answer)
+    if answer is None or not str(answer).strip():
+        raise BadRow(columns.answer, "empty answer")
+    try:
+        image = image_value(raw.get(columns.image), image_root, check=check_image)
+    except BadImage as err:
+        raise BadRow(columns.image, err.kind, str(err)) from None
+    return {
+        "prompt": think_boxed_prompt(clean_question(str(question))),
+        "image": image,
+        "answer": str(answer).strip(),
+    }

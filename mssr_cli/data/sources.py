@@ -1,0 +1,250 @@
+"""Hub datasets and local parquet/JSONL files as a split with the common columns prompt, image, answer, id.
+
+Where a split's rows come from (``data.*`` keys):
+
+- ``hub_id`` set (``vision_r1``, ``geometry3k``): ``datasets.load_dataset(hub_id, split=...)``; with
+  ``path`` set too, ``path`` is a local copy of that repository (``huggingface-cli download <id>
+  --repo-type dataset --local-dir DIR``) read the same way, ``load_dataset(DIR, split=...)``, so the
+  split's files are found by the repository's own layout and keep its feature types.
+- ``hub_id`` null (``local``): ``path`` names parquet or JSONL files (one file, a folder's files, or
+  a glob), read with ``load_dataset("parquet" | "json", data_files=...)``. Validation comes from
+  ``val_path`` (same forms), else ``num_val`` rows held out of ``path`` by a fixed seeded split.
+- ``val_path`` set: always the validation files, whatever the training source.
+
+Every row is then mapped (``mssr_cli.data.columns``) to the common columns; ``id`` is the row's
+index in its source split (or file list), so it is stable across runs, limits and skipped rows.
+A bad row fails with a one-line ``DataSourceError`` naming the row and column, or, with
+``data.skip_bad_rows``, is dropped and counted in a one-line console note.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from mssr_cli.data.columns import BadRow, ColumnMap, common_row
+
+SPLIT_SEED = 1234  # fixed: a held-out validation split is part of the data, not of a run
+FILE_FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
+
+
+class DataSourceError(ValueError):
+    """The configured data cannot be read or mapped; the one-line message names the key, row or column."""
+
+
+@dataclass
+class RawSplit:
+    """A source split as stored, before mapping: which rows to use and how to describe it."""
+
+    rows: object  # datasets.Dataset, the source's own columns
+    ids: list[int]  # source row index of each row used (after limits / held-out validation)
+    image_root: Path | None  # where relative image paths resolve
+    label: str  # e.g. "train split of Osilly/Vision-R1-rl", for messages
+
+
+def load_source_split(data_cfg, split: str):
+    """The ``split`` ("train" or "validation") of a Hub or local source as a ``datasets.Dataset``
+    with columns prompt, image, answer, id (see the module docstring for where rows come from)."""
+    if split not in ("train", "validation"):
+        raise ValueError(f"data={data_cfg.name} has splits 'train' and 'validation', not {split!r}")
+    import datasets
+
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a bar per load and map would break the run's own progress display
+    try:
+        raw = read_split(data_cfg, split)
+        return to_common(raw, data_cfg)
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def read_split(data_cfg, split: str) -> RawSplit:
+    """The source rows of ``split`` and the ids they keep, without mapping."""
+    root = Path(data_cfg.image_root).expanduser() if data_cfg.image_root else None
+    limit = data_cfg.train_limit if split == "train" else data_cfg.val_limit
+    if split == "validation" and data_cfg.val_path:
+        files = data_files(data_cfg.val_path, "data.val_path")
+        rows = _load_files(files, "data.val_path", data_cfg.val_path)
+        raw = RawSplit(rows, list(range(len(rows))), root or files[0].parent, f"validation files {data_cfg.val_path}")
+    elif data_cfg.hub_id:
+        split_name = data_cfg.train_split if split == "train" else data_cfg.val_split
+        rows = _load_hub(data_cfg, split_name, "data.train_split" if split == "train" else "data.val_split")
+        where = data_cfg.path or data_cfg.hub_id
+        local_root = Path(data_cfg.path).expanduser() if data_cfg.path else None
+        raw = RawSplit(rows, list(range(len(rows))), root or local_root, f"{split_name} split of {where}")
+    elif data_cfg.path:
+        files = data_files(data_cfg.path, "data.path")
+        rows = _load_files(files, "data.path", data_cfg.path)
+        ids = list(range(len(rows)))
+        if not data_cfg.val_path:
+            ids = held_out(len(rows), data_cfg.num_val, split)
+        which = split if not data_cfg.val_path else "train"
+        raw = RawSplit(rows, ids, root or files[0].parent, f"{which} rows of {data_cfg.path}")
+    else:
+        raise DataSourceError(
+            f"data={data_cfg.name}: data.path is null and there is no data.hub_id; "
+            "give the data: data.path=FILE|FOLDER|GLOB (parquet or JSONL)"
+        )
+    if limit is not None:
+        raw.ids = raw.ids[:limit]
+    return raw
+
+
+def held_out(n: int, num_val: int, split: str) -> list[int]:
+    """Row indices of ``split`` when ``num_val`` of ``n`` rows are held out for validation (fixed, seeded)."""
+    import numpy as np
+
+    if not 0 < num_val < n:
+        raise DataSourceError(
+            f"data.num_val={num_val}: must be in 1..{n - 1} to hold validation rows out of {n} rows "
+            "(or give validation files: data.val_path=FILE|FOLDER|GLOB)"
+        )
+    order = np.random.default_rng(SPLIT_SEED).permutation(n)
+    part = order[:num_val] if split == "validation" else order[num_val:]
+    return sorted(int(i) for i in part)
+
+
+def data_files(spec: str, key: str) -> list[Path]:
+    """The parquet or JSONL files ``spec`` names: one file, a folder's files (not its sub-folders), or a glob."""
+    path = Path(spec).expanduser()
+    if any(c in spec for c in "*?["):
+        found = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+    elif path.is_dir():
+        found = sorted(path.iterdir())
+    elif path.is_file():
+        found = [path]
+    else:
+        raise DataSourceError(f"{key}={spec}: no such file or folder")
+    found = [f for f in found if f.is_file() and f.suffix.lower() in FILE_FORMATS]
+    if not found:
+        raise DataSourceError(f"{key}={spec}: no .parquet, .jsonl or .json files there")
+    if len({FILE_FORMATS[f.suffix.lower()] for f in found}) > 1:
+        raise DataSourceError(f"{key}={spec}: mixes parquet and JSON files; name one kind (e.g. a glob *.parquet)")
+    return found
+
+
+def _load_files(files: list[Path], key: str, spec: str):
+    import datasets
+
+    kind = FILE_FORMATS[files[0].suffix.lower()]
+    try:
+        return datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train")
+    except Exception as err:  # pyarrow and json parsers raise many types; each is a bad file here
+        raise DataSourceError(f"{key}={spec}: cannot read it as {kind}: {_brief(err)}") from None
+
+
+def _load_hub(data_cfg, split_name: str, split_key: str):
+    import datasets
+
+    where, hub_id = data_cfg.path, data_cfg.hub_id
+    copy_hint = f"huggingface-cli download {hub_id} --repo-type dataset --local-dir DIR"
+    if where:
+        if not Path(where).expanduser().is_dir():
+            raise DataSourceError(f"data.path={where}: no such folder (a local copy of {hub_id}, made with: {copy_hint})")
+        where = str(Path(where).expanduser())
+    else:
+        from mssr_cli.evaluation.sources import hub_worth_trying
+
+        if not hub_worth_trying():  # else datasets retries for ~25 s before failing
+            raise DataSourceError(
+                f"data.hub_id={hub_id}: the Hub cannot be reached; make a local copy with: {copy_hint}, then pass data.path=DIR"
+            )
+        where = hub_id
+    try:
+        return datasets.load_dataset(where, split=split_name)
+    except ValueError as err:
+        if "split" in str(err).lower():
+            raise DataSourceError(f"{split_key}={split_name}: not a split of {where} ({_brief(err)})") from None
+        raise DataSourceError(f"data={data_cfg.name}: cannot load {where} ({_brief(err)})") from None
+    except Exception as err:  # offline, unknown repository, gated, unreadable files, ...
+        hint = "" if data_cfg.path else f"; offline? make a local copy with: {copy_hint}, then pass data.path=DIR"
+        raise DataSourceError(f"data={data_cfg.name}: cannot load {where} ({_brief(err)}){hint}") from None
+
+
+def _undecoded(rows, column: str):
+    """``rows`` with an image feature in ``column`` left as stored bytes/paths (no decode, no re-encode)."""
+    import datasets
+
+    feature = rows.features[column]
+    if isinstance(feature, datasets.Image):
+        return rows.cast_column(column, datasets.Image(decode=False))
+    if isinstance(getattr(feature, "feature", None), datasets.Image):  # a list of images (Sequence / List)
+        return rows.cast_column(column, datasets.List(datasets.Image(decode=False)))
+    return rows
+
+
+def common_features():
+    """The common columns' feature types (the same as the built-in digits task)."""
+    import datasets
+
+    return datasets.Features(
+        {
+            "prompt": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
+            "image": datasets.Image(),
+            "answer": datasets.Value("string"),
+            "id": datasets.Value("int64"),
+        }
+    )
+
+
+def to_common(raw: RawSplit, data_cfg):
+    """Map ``raw`` to the common columns; fail on the first bad row or, with skip_bad_rows, drop and count them."""
+    import datasets
+
+    columns = ColumnMap(data_cfg.question_column, data_cfg.answer_column, data_cfg.image_column)
+    keys = {"data.question_column": columns.question, "data.answer_column": columns.answer, "data.image_column": columns.image}
+    for key, column in keys.items():
+        if column not in raw.rows.column_names:
+            raise DataSourceError(
+                f"{key}={column}: no such column in the {raw.label}; its columns: {', '.join(raw.rows.column_names)}"
+            )
+    rows = raw.rows.select_columns(list(dict.fromkeys(keys.values())))
+    rows = _undecoded(rows, columns.image)
+    if raw.ids != list(range(len(raw.rows))):
+        rows = rows.select(raw.ids)
+    ids, image_root = raw.ids, raw.image_root
+
+    def convert(row: dict, index: int) -> dict:
+        try:
+            out = {**common_row(row, columns, image_root), "_bad_row": "", "_bad_kind": ""}
+        except BadRow as err:
+            out = {"prompt": [], "image": None, "answer": "", "_bad_row": f"column '{err.column}': {err}",
+                   "_bad_kind": f"{err.kind} ({err.column})"}
+        out["id"] = ids[index]
+        return out
+
+    features = common_features()
+    features["_bad_row"] = datasets.Value("string")  # why the row is bad ("" if it is fine)
+    features["_bad_kind"] = datasets.Value("string")  # the short reason, for the skip note's counts
+    # Never reuse a cached map: whether an image file exists or reads can change between runs.
+    mapped = rows.map(convert, with_indices=True, remove_columns=rows.column_names, features=features,
+                      load_from_cache_file=False)
+    problems = list(mapped["_bad_row"])
+    bad = [i for i, problem in enumerate(problems) if problem]
+    if bad and (not data_cfg.skip_bad_rows or len(bad) == len(ids)):  # nothing left is never what was meant
+        first = bad[0]
+        what = "nothing is left to use" if data_cfg.skip_bad_rows else "data.skip_bad_rows=true skips them"
+        raise DataSourceError(
+            f"data={data_cfg.name}: {raw.label}, row {ids[first]}, {problems[first]}; "
+            f"{len(bad)} bad row(s) of {len(ids)} ({what})"
+        )
+    if bad:
+        from mssr_cli.console import stdout_console
+
+        kinds = Counter(mapped.select(bad)["_bad_kind"])
+        why = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+        stdout_console().print(
+            f"data={data_cfg.name}: skipped {len(bad)} of {len(ids)} rows of the {raw.label}: {why}",
+            markup=False, highlight=False, soft_wrap=True,
+        )
+        bad_set = set(bad)
+        mapped = mapped.select([i for i in range(len(mapped)) if i not in bad_set])
+    return mapped.remove_columns(["_bad_row", "_bad_kind"])
+
+
+def _brief(err: Exception) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__

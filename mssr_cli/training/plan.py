@@ -1,0 +1,142 @@
+"""What a run would do, worked out offline for ``mssr train --dry-run``.
+
+Downloads, the step layout (rollouts, prompts, optimizer updates, accumulation per device), and
+a rough GPU memory estimate per device for the chosen launcher. Nothing here touches the network,
+torch or transformers: a dry run must work on a laptop for a 7B recipe.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from mssr_cli.config.compose import steps_layout
+from mssr_cli.models.facts import MODEL_FACTS
+from mssr_cli.training.memory import estimate_memory
+
+PROMPT_TEXT_TOKENS = 256  # system + question text, a generous allowance for math problems
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "auto": 2}  # auto: bf16 on a GPU
+
+
+ASSUMED_GPUS = 8  # launcher.num_processes=null means every GPU at launch time; plan for a typical node
+
+
+def launcher_of(cfg) -> tuple[str, int]:
+    """(launcher name, processes); ``none`` is one process, a null count is planned as a full node."""
+    name = str(cfg.launcher.name)
+    if name == "none":
+        return name, 1
+    return name, int(cfg.launcher.num_processes or ASSUMED_GPUS)
+
+
+def print_dry_run(cfg, overrides: list[str], run_dir, resume, console) -> None:
+    """``mssr train --dry-run``: resolved config, plan, and the ``accelerate launch`` line if any."""
+    from omegaconf import OmegaConf
+
+    console.print(OmegaConf.to_yaml(cfg), end="", markup=False, highlight=False)
+    console.print("\n".join(describe_plan(cfg)), markup=False, highlight=False, soft_wrap=True)
+    from mssr_cli.training.launch import LaunchError, launched, relaunch
+
+    if cfg.launcher.name == "none" or launched():  # a launched process trains itself: nothing to launch
+        return
+
+    console.print("Launch (not run):", markup=False, highlight=False)
+    try:
+        relaunch(cfg, overrides, run_dir, True, console, ["--resume", str(resume)] if resume else None)
+    except LaunchError as err:
+        console.print(f"  cannot launch here: {err}", markup=False, highlight=False, soft_wrap=True)
+
+
+def downloads(cfg) -> list[str]:
+    """What the run would fetch from the Hugging Face Hub (nothing for local folders and the tiny model)."""
+    items = []
+    model = cfg.model.name_or_path
+    if model is None:
+        items.append("model: none (the tiny Qwen2-VL is built locally)")
+    elif Path(model).exists():
+        items.append(f"model: none (local folder {model})")
+    else:
+        facts = MODEL_FACTS.get(model)
+        size = f", about {facts.params * 2 / 1e9:.1f} GB in bf16" if facts else ""
+        items.append(f"model: {model} from the Hugging Face Hub{size}")
+    hub_id = cfg.data.get("hub_id") if hasattr(cfg.data, "get") else None
+    local = cfg.data.get("path") if hasattr(cfg.data, "get") else None
+    if local:
+        items.append(f"data: none (local {local})")
+    elif hub_id:
+        items.append(f"data: {hub_id} from the Hugging Face Hub")
+    else:
+        items.append(f"data: none (the built-in {cfg.data.name} task)")
+    return items
+
+
+def describe_plan(cfg) -> list[str]:
+    """Lines of the plan for ``cfg`` (a composed config)."""
+    train, algo = cfg.train, cfg.algo
+    layout = steps_layout(cfg)
+    launcher, processes = launcher_of(cfg)
+    minibatch = train.minibatch_size or train.rollouts_per_step
+    micro = max(layout["micro_batch_size"] // processes, 1)  # train.micro_batch_size is global: shared by the processes
+    accumulation = layout["grad_accum"]
+    lines = ["Plan"]
+    lines += [f"  download {item}" for item in downloads(cfg)]
+    lines += [
+        f"  rollouts per step: {train.rollouts_per_step} = {layout['prompts_per_step']} prompts x "
+        f"{algo.rollouts_per_prompt} rollout(s) per prompt",
+        f"  optimizer updates per step: {layout['updates_per_step']} (mini-batch of {minibatch} rollouts)",
+        f"  processes: {processes} ({launcher}"
+        + (", launcher.num_processes=null: every GPU at launch, planned as 8" if launcher != "none" and not cfg.launcher.num_processes else "")
+        + f"); per device: micro-batch {micro} rollouts, "
+        f"gradient accumulation {accumulation}",
+        f"  total: {train.max_steps} steps, {train.max_steps * train.rollouts_per_step:,} rollouts, "
+        f"{train.max_steps * layout['updates_per_step']} optimizer updates",
+    ]
+    if train.use_vllm:
+        installed = importlib.util.find_spec("vllm") is not None
+        lines.append(
+            f"  generation: vLLM {train.vllm_mode}"
+            + (f", {train.vllm_gpu_memory_utilization:.0%} of each GPU" if train.vllm_mode == "colocate" else
+               f", server at {train.vllm_server_host}:{train.vllm_server_port}")
+            + ("" if installed else "; vLLM is NOT installed here: pip install 'mssr-cli[vllm]' (or train.use_vllm=false)")
+        )
+    else:
+        lines.append("  generation: transformers generate (train.use_vllm=false)")
+    lines += memory_lines(cfg, launcher, processes, micro)
+    return lines
+
+
+def memory_lines(cfg, launcher: str, processes: int, micro: int) -> list[str]:
+    facts = MODEL_FACTS.get(cfg.model.name_or_path or "")
+    if facts is None:
+        if cfg.model.name_or_path is None:
+            return ["  GPU memory per device: well under 1 GB (the tiny model)"]
+        return [f"  GPU memory per device: no estimate for {cfg.model.name_or_path} (sizes known for: "
+                f"{', '.join(MODEL_FACTS)})"]
+    lora = cfg.model.lora
+    if lora.enabled:
+        trainable = facts.lora_params(lora.r, list(lora.target_modules))
+    else:
+        trainable = facts.params - (facts.vision_params if cfg.model.freeze_vision else 0)
+    image_tokens = (cfg.model.max_pixels or 1003520) // facts.image_patch_pixels
+    sequence = PROMPT_TEXT_TOKENS + image_tokens + cfg.train.max_completion_length
+    estimate = estimate_memory(
+        params=facts.params,
+        trainable=trainable,
+        weight_bytes=DTYPE_BYTES.get(cfg.model.dtype, 2),
+        launcher=launcher,
+        processes=processes,
+        reference_model=cfg.algo.kl_coef > 0 and not lora.enabled,
+        hidden=facts.hidden,
+        layers=facts.layers,
+        vocab=facts.vocab,
+        micro_batch=micro,
+        sequence=sequence,
+        completion=cfg.train.max_completion_length,
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
+    )
+    lines = [f"  GPU memory per device (rough; {launcher}, {processes} process(es), {trainable / 1e9:.2f}B trainable, "
+             f"longest rollout {sequence:,} tokens):"]
+    lines += [f"    {name:<12}{gb:8.1f} GB" for name, gb in estimate.rows()]
+    if cfg.train.use_vllm and cfg.train.vllm_mode == "colocate":
+        lines.append(f"    + vLLM's {cfg.train.vllm_gpu_memory_utilization:.0%} of the GPU (weights, KV cache)")
+    return lines
