@@ -28,9 +28,9 @@ def test_grpo_learns_a_single_prompt(tmp_path, tiny_policy_path):
 
 @pytest.mark.slow
 def test_default_run_lifts_validation_accuracy(tmp_path, tiny_policy_path):
-    """`mssr train` with its defaults (MSSR, 250 steps x 128 rollouts, seed 0) must lift greedy validation
-    accuracy by at least 15 points over the warm start (measured: 23.3% -> 43.7-45.0%; seeds 1/2: 60.3%, 77.3%)."""
+    """`mssr train` with its defaults (MSSR, 200 steps x 128 rollouts, seed 0) must lift greedy validation
+    accuracy by at least 25 points over the warm start (measured: 29.0% -> 78.7%; seeds 1/2: 85.7%, 86.7%)."""
     overrides = ["seed=0", "logging.progress=false", "logging.wandb=disabled", "train.save_every=0"]
     summary = run_training(compose(overrides), overrides, tmp_path / "run")
     gain = summary["final_val_accuracy"] - summary["start_val_accuracy"]
-    assert gain >= 0.15, f"validation accuracy {summary['start_val_accuracy']:.3f} -> {summary['final_val_accuracy']:.3f}"
+    assert gain >= 0.25, f"validation accuracy {summary['start_val_accuracy']:.3f} -> {summary['final_val_accuracy']:.3f}"

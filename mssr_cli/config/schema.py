@@ -58,9 +58,10 @@ class AlgoConfig:
 @dataclass
 class WarmStartConfig:
     enabled: bool = key(True, "supervised warm start after building the tiny model (format + some accuracy)")
-    num_examples: int = key(256, "labelled training rows it may use")
+    num_examples: int | None = key(None, "labelled training rows it may use (null: all of the training split)")
     target_accuracy: float = key(0.25, "stop once greedy accuracy on the check rows reaches this")
     check_examples: int = key(100, "validation rows used for the stopping check")
+    check_every: int = key(8, "optimizer steps between stopping checks (a fixed number of rows, not a share of an epoch)")
     max_epochs: int = key(60, "cap on epochs if the target is never reached")
     lr: float = key(2e-3, "AdamW learning rate of the warm start")
     batch_size: int = key(32, "warm-start batch size")

@@ -17,7 +17,8 @@ TINY_VERSION = 1  # bump when the tiny architecture, tokenizer or warm start cha
 
 def tiny_cache_path(model_cfg, data_cfg) -> Path:
     ws = model_cfg.warm_start
-    tag = f"ws{ws.num_examples}-t{ws.target_accuracy:g}-lr{ws.lr:g}" if ws.enabled else "raw"
+    rows = "all" if ws.num_examples is None else ws.num_examples
+    tag = f"ws{rows}-t{ws.target_accuracy:g}-c{ws.check_every}-lr{ws.lr:g}" if ws.enabled else "raw"
     return cache_dir() / f"tiny-qwen2vl-v{TINY_VERSION}-s{ws.seed}-{tag}-img{data_cfg.image_size}"
 
 
@@ -44,7 +45,7 @@ def build_tiny(model_cfg, data_cfg, folder: Path, progress=None) -> dict:
             max_epochs=ws.max_epochs,
             lr=ws.lr,
             batch_size=ws.batch_size,
-            checks_per_epoch=2,
+            check_every=ws.check_every,
             seed=ws.seed,
             progress=progress,
         )

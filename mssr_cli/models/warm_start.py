@@ -1,9 +1,13 @@
 """Supervised warm start: teach the random tiny model the answer format, and a little of the task.
 
 Real RL starts from an instruct model that already follows the format and is right some of the
-time. The tiny model starts random, so we fine-tune it on a small labelled part of the training
-split until greedy validation accuracy reaches a target (then stop: the jump from chance to well
-above it comes at a seed-dependent epoch, so a fixed epoch count over- or under-shoots).
+time. The tiny model starts random, so we fine-tune it on the labelled training split until
+greedy validation accuracy reaches a target (then stop: the jump from chance to well above it
+comes at a seed-dependent step, so a fixed epoch count over- or under-shoots). The check runs
+every ``check_every`` optimizer steps, a fixed number of rows rather than a share of an epoch.
+Many rows seen a few times, rather than a few rows seen many times, give a policy that is wrong
+most of the time but already looks at the image across the digits (256 rows reached 25% by
+memorising 4 of the 10 digits, and RL from there was slow and seed-dependent).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def warm_start(
     max_epochs: int,
     lr: float,
     batch_size: int,
-    checks_per_epoch: int,
+    check_every: int,
     seed: int,
     progress=None,
 ) -> WarmStartResult:
@@ -65,7 +69,7 @@ def warm_start(
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     steps_per_epoch = max(1, len(train_set) // batch_size)
-    check_every = max(1, steps_per_epoch // checks_per_epoch)
+    check_every = max(1, check_every)
     task = progress.add_task("warm start", total=max_epochs * steps_per_epoch) if progress else None
     metrics = {"accuracy": 0.0, "format_rate": 0.0}
     step = 0
