@@ -29,7 +29,9 @@ KILL_AFTER = 3  # the checkpoint after which the first run is killed
 
 
 def _cli(args: list[str], **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Each run gets its own W&B service, as separate invocations do: an earlier in-process test leaves
+    # WANDB_SERVICE set, and a killed run's id would stay open in that shared service ("in use").
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"} | {"PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "mssr_cli", "train", *args], env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
