@@ -14,6 +14,7 @@ from mssr_cli.config.compose import steps_layout
 from mssr_cli.models.facts import MODEL_FACTS
 from mssr_cli.training.memory import estimate_memory
 
+QWEN_DEFAULT_MAX_PIXELS = 1280 * 28 * 28  # the Qwen-VL image processor's own bound when model.max_pixels is null
 PROMPT_TEXT_TOKENS = 256  # system + question text, a generous allowance for math problems
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "auto": 2}  # auto: bf16 on a GPU
 
@@ -39,7 +40,6 @@ def print_dry_run(cfg, overrides: list[str], run_dir, resume, console) -> None:
 
     if cfg.launcher.name == "none" or launched():  # a launched process trains itself: nothing to launch
         return
-
     console.print("Launch (not run):", markup=False, highlight=False)
     try:
         relaunch(cfg, overrides, run_dir, True, console, ["--resume", str(resume)] if resume else None)
@@ -59,12 +59,10 @@ def downloads(cfg) -> list[str]:
         facts = MODEL_FACTS.get(model)
         size = f", about {facts.params * 2 / 1e9:.1f} GB in bf16" if facts else ""
         items.append(f"model: {model} from the Hugging Face Hub{size}")
-    hub_id = cfg.data.get("hub_id") if hasattr(cfg.data, "get") else None
-    local = cfg.data.get("path") if hasattr(cfg.data, "get") else None
-    if local:
-        items.append(f"data: none (local {local})")
-    elif hub_id:
-        items.append(f"data: {hub_id} from the Hugging Face Hub")
+    if cfg.data.path:
+        items.append(f"data: none (local {cfg.data.path})")
+    elif cfg.data.hub_id:
+        items.append(f"data: {cfg.data.hub_id} from the Hugging Face Hub")
     else:
         items.append(f"data: none (the built-in {cfg.data.name} task)")
     return items
@@ -117,7 +115,7 @@ def memory_lines(cfg, launcher: str, processes: int, micro: int) -> list[str]:
         trainable = facts.lora_params(lora.r, list(lora.target_modules))
     else:
         trainable = facts.params - (facts.vision_params if cfg.model.freeze_vision else 0)
-    image_tokens = (cfg.model.max_pixels or 1003520) // facts.image_patch_pixels
+    image_tokens = (cfg.model.max_pixels or QWEN_DEFAULT_MAX_PIXELS) // facts.image_patch_pixels
     sequence = PROMPT_TEXT_TOKENS + image_tokens + cfg.train.max_completion_length
     estimate = estimate_memory(
         params=facts.params,
