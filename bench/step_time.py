@@ -7,7 +7,13 @@ with shaping, the update). The first step of each run is dropped (warm-up). Prin
 step time of each algorithm and the ratios to GRPO. Goal: MSSR/GRPO and MVSR/GRPO <= 1.00
 (the paper's own implementation pays 1.13-1.15).
 
-    .venv/bin/python bench/step_time.py [--rounds 3] [--steps 12]
+    .venv/bin/python bench/step_time.py [--rounds 3] [--steps 12] [--tracker-kl] [--before DIR]
+
+--tracker-kl adds what the value tracker's KL costs: MSSR with several optimizer updates per step
+(mini-batch 32 of 128: the KL comes from TRL's generation-time log-probs), and MSSR with
+algo.kl_coef=0, with and without the reference pass the tracker then needs for itself.
+--before DIR adds MSSR run from another source tree (e.g. `git worktree add /tmp/before <rev>`),
+interleaved with the rest, to time a change side by side.
 """
 
 from __future__ import annotations
@@ -20,18 +26,29 @@ import sys
 import tempfile
 from pathlib import Path
 
+import os
+
 ALGOS = ["grpo", "mvsr", "mssr"]
+TRACKER_KL = {  # variant -> overrides on top of algo=mssr
+    "mssr_4updates": ["algo=mssr", "train.minibatch_size=32"],
+    "mssr_kl0": ["algo=mssr", "algo.kl_coef=0"],
+    "mssr_kl0_no_ref": ["algo=mssr", "algo.kl_coef=0", "algo.tracker.always_measure_kl=false"],
+}
 
 
-def run_once(algo: str, steps: int, seed: int, folder: Path) -> list[float]:
-    run = folder / f"{algo}-{seed}"
-    args = [f"algo={algo}", f"seed={seed}", f"train.max_steps={steps}", "train.eval_every=0", "train.save_every=0",
+def run_once(variant: str, steps: int, seed: int, folder: Path, before: str | None = None) -> list[float]:
+    run = folder / f"{variant}-{seed}"
+    chosen = TRACKER_KL.get(variant, [f"algo={variant.split('@')[0]}"])
+    args = [*chosen, f"seed={seed}", f"train.max_steps={steps}", "train.eval_every=0", "train.save_every=0",
             "logging.wandb=disabled", "logging.progress=false", "algo.tracker.warm_start=false"]
     code = "import sys; from mssr_cli.cli import app; sys.argv = ['mssr', *sys.argv[1:]]; app()"
+    env = dict(os.environ)
+    if variant.endswith("@before"):  # import mssr_cli (and its conf/) from the other tree
+        env["PYTHONPATH"] = before + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, "-c", code, "train", *args, "--run-dir", str(run)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=env, cwd=before if variant.endswith("@before") else None)
     if out.returncode != 0:
-        raise SystemExit(f"{algo} run failed:\n{out.stderr[-3000:]}")
+        raise SystemExit(f"{variant} run failed:\n{out.stderr[-3000:]}")
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [m["time/step_seconds"] for m in lines if m.get("step", 0) > 1 and "time/step_seconds" in m]
 
@@ -40,18 +57,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--tracker-kl", action="store_true", help="also time the tracker-KL variants")
+    parser.add_argument("--before", default=None, help="another source tree: also time its MSSR (mssr@before)")
     opts = parser.parse_args()
-    times: dict[str, list[float]] = {a: [] for a in ALGOS}
+    variants = [*ALGOS, *(TRACKER_KL if opts.tracker_kl else []), *(["mssr@before"] if opts.before else [])]
+    before = str(Path(opts.before).resolve()) if opts.before else None
+    times: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(opts.rounds):
-            for algo in ALGOS:
-                times[algo] += run_once(algo, opts.steps, r, Path(tmp))
-                print(f"round {r + 1}/{opts.rounds} {algo}: {len(times[algo])} steps timed", file=sys.stderr)
-    base = statistics.median(times["grpo"])
-    print(f"{'algorithm':<10} {'steps':>6} {'median s/step':>14} {'ratio to GRPO':>14}")
-    for algo in ALGOS:
-        med = statistics.median(times[algo])
-        print(f"{algo:<10} {len(times[algo]):>6} {med:>14.3f} {med / base:>14.2f}")
+            for variant in variants:
+                times[variant] += run_once(variant, opts.steps, r, Path(tmp), before)
+                print(f"round {r + 1}/{opts.rounds} {variant}: {len(times[variant])} steps timed", file=sys.stderr)
+    base, mssr = statistics.median(times["grpo"]), statistics.median(times["mssr"])
+    print(f"{'variant':<16} {'steps':>6} {'median s/step':>14} {'ratio to GRPO':>14} {'ratio to MSSR':>14}")
+    for variant in variants:
+        med = statistics.median(times[variant])
+        print(f"{variant:<16} {len(times[variant]):>6} {med:>14.3f} {med / base:>14.2f} {med / mssr:>14.2f}")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ ABLATION_EFFECT = {  # variant -> (dotted key, value it must set)
     "sampled_entropy": ("algo.shaping.entropy", "sampled"),
     "monotone_schedule": ("algo.tracker.schedule", "monotone"),
     "grpo": ("algo.name", "grpo"),
+    "reference_code": ("algo.tracker.kl_window", 10),
 }
 
 

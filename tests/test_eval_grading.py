@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mssr_cli.evaluation.benchmarks import BENCHMARKS, parse_choices
+from mssr_cli.evaluation.benchmarks import BENCHMARKS, Graded, parse_choices
 from mssr_cli.rewards import accuracy_reward, extract_final_answer, match_answer, strip_think
 from mssr_cli.rewards import grader
 
@@ -110,6 +110,35 @@ MATHVISTA_CHOICES = ["hong kong", "osaka", "shanghai", "tokyo"]
 )
 def test_match_answer(pred, gold, kwargs, expected):
     assert match_answer(pred, gold, **kwargs) is expected
+
+
+@pytest.mark.parametrize(
+    ("response", "gold", "expected"),
+    [
+        (r"<think>halve it</think> \boxed{\frac{1}{2}}", "<answer>0.5</answer>", True),
+        (r"\boxed{7}", "<ANSWER> 7 </ANSWER>", True),
+        (r"\boxed{7}", "7", True),  # a gold without tags is used as it is
+        (r"\boxed{3}", "<answer>3</answer><answer>4</answer>", True),  # the first tag
+        (r"\boxed{4}", "<answer>3</answer><answer>4</answer>", False),
+        # spaced tags: < / think > closes the reasoning, so its box is not the answer
+        (r"< think > \boxed{5} < / think > The answer is 3.", "3", True),
+        ("< answer > 3 < / answer >", "<answer>3</answer>", True),
+    ],
+)
+def test_eval_normalises_gold_and_response_like_training(response, gold, expected):
+    # The reference's rule 0 (ruiiu/MSSR reward_function/math.py) holds in evaluation as in training.
+    assert match_answer(extract_final_answer(response, 0, "number"), gold) is expected
+
+
+def test_benchmark_grading_reads_tagged_golds():
+    mathvista = {"question_type": "free_form", "answer_type": "integer", "answer": "<answer>7</answer>",
+                 "precision": None, "unit": ""}
+    assert BENCHMARKS["mathvista"].grade(mathvista, r"\boxed{7}").correct is True  # integer rule
+    assert BENCHMARKS["mathvista"].grade(mathvista, r"\boxed{8}").correct is False
+    assert BENCHMARKS["logicvista"].grade({"answer": "<answer>A, C</answer>"}, r"\boxed{C, A}").correct is True
+    digits = BENCHMARKS["digits"]  # strict: the training reward itself
+    assert digits.grade({"answer": "<answer>0.5</answer>"}, r"\boxed{\frac{1}{2}}").correct is True
+    assert digits.grade({"answer": "3"}, "< answer > 3 < / answer >") == Graded("3", True)
 
 
 def test_training_reward_still_requires_the_boxed_form():

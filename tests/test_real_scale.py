@@ -17,6 +17,8 @@ import pytest
 from mssr_cli.config.compose import compose
 from mssr_cli.config.paths import group_options
 
+PYPROJECT = __import__("pathlib").Path(__file__).resolve().parents[1] / "pyproject.toml"
+
 REAL_PRESETS = {
     "qwen2vl-2b": "Qwen/Qwen2-VL-2B-Instruct",
     "qwen2vl-7b": "Qwen/Qwen2-VL-7B-Instruct",
@@ -66,7 +68,9 @@ def test_paper_recipes_reproduce_every_setting(size, algo):
     assert cfg.launcher.name == "zero3"
     assert train.lr == 1e-6 and train.weight_decay == 0.01 and train.max_grad_norm == grad_norm
     assert (a.clip_low, a.clip_high, a.dual_clip) == (0.2, 0.3, 3.0)
-    assert a.kl_coef == 0.01 and a.entropy_coef == 0.0 and a.loss_agg == "token_mean"
+    assert a.kl_coef == 0.01 and a.entropy_coef == 0.0 and a.loss_agg == "micro_token_mean"
+    assert a.kl_bias_correction is False and a.vllm_is_correction is False and a.grpo_eps == 1e-6
+    assert cfg.data.max_prompt_tokens == 2048
     assert (train.temperature, train.top_p, train.val_temperature) == (1.0, 1.0, 0.6)
     assert train.max_completion_length == 4096 and train.val_max_new_tokens == 4096
     assert train.max_steps == 150 and train.eval_every == 5 and train.save_every == 5
@@ -74,7 +78,7 @@ def test_paper_recipes_reproduce_every_setting(size, algo):
     assert cfg.model.freeze_vision is False and cfg.model.gradient_checkpointing is True
     t = a.tracker
     assert (t.rho_min, t.rho_max, t.target_kl, t.kl_window, t.v_init) == (0.875, 0.96, 0.01, 20, 0.5)
-    assert t.warm_start is True and t.warm_start_rollouts == 1
+    assert t.warm_start is (algo != "grpo") and t.warm_start_rollouts == 1  # GRPO has no tracker to warm
     assert a.shaping.enabled is (algo == "mssr") and (a.shaping.alpha, a.shaping.kappa) == (0.4, 2.0)
     assert train.use_vllm is True and train.vllm_mode == "colocate" and train.vllm_gpu_memory_utilization == 0.6
 
@@ -99,7 +103,7 @@ def test_dry_run_of_the_7b_recipe_prints_the_plan_offline():
         "import sys\n"
         "from mssr_cli.cli import app\n"
         "try:\n"
-        "    app(['train', 'model=qwen25vl-7b', 'data=vision_r1', 'experiment=paper_7b', '--dry-run'])\n"
+        "    app(['train', 'experiment=paper_7b', '--dry-run'])\n"
         "except SystemExit as e:\n"
         "    assert not e.code, e.code\n"
         "assert 'transformers' not in sys.modules\n"
@@ -114,6 +118,14 @@ def test_dry_run_of_the_7b_recipe_prints_the_plan_offline():
     assert "processes: 8 (zero3); per device: micro-batch 4 rollouts, gradient accumulation 4" in text
     assert "GPU memory per device" in text and "total" in text
     assert "accelerate launch --config_file" in text and "zero3.yaml --num_processes 8" in text
+    # the reference code's side of every TRL behaviour it lacks
+    for line in ["loss_agg: micro_token_mean", "kl_bias_correction: false", "vllm_is_correction: false",
+                 "grpo_eps: 1.0e-06", "max_prompt_tokens: 2048", "kl_coef: 0.01", "lr: 1.0e-06",
+                 "loss: PPO clip 0.2 / 0.3, dual-clip 3.0, KL 0.01 (plain k3), aggregation micro_token_mean, "
+                 "vLLM importance correction off",
+                 "value tracker KL: every rollout, from TRL's generation-time log-probs (no extra pass); window 20",
+                 "prompts: longer than 2048 tokens (images included) dropped"]:
+        assert line in text, line
 
 
 def test_memory_estimate_terms_and_sharding():
@@ -226,7 +238,7 @@ def test_gradient_checkpointing_and_vllm_options_reach_trl(tmp_path):
     from mssr_cli.training.trl_args import grpo_args
 
     cfg = compose(["model=qwen2vl-2b", "train.use_vllm=true", "train.vllm_mode=server", "train.vllm_server_port=8123",
-                   "train.vllm_gpu_memory_utilization=0.45"])
+                   "train.vllm_gpu_memory_utilization=0.45", "train.bf16=false"])  # no bf16 on a CPU-only machine
     args = grpo_args(cfg, str(tmp_path))
     assert args.gradient_checkpointing is True
     assert args.use_vllm and args.vllm_mode == "server" and args.vllm_server_port == 8123
@@ -265,3 +277,79 @@ def test_lora_training_runs_through_trl_on_the_tiny_model(tmp_path):
     target = resolve_model(str(tmp_path / "run"))
     model, _ = load_policy(target.model_cfg, None)
     assert model.peft_config  # the trained adapter is on
+
+
+@pytest.mark.parametrize("preset", sorted(REAL_PRESETS))
+def test_a_real_preset_alone_brings_the_papers_recipe(preset):
+    """`mssr train model=<preset>`: the paper's data and settings on one machine, not the tiny model's."""
+    cfg = compose([f"model={preset}"])
+    train, algo, data = cfg.train, cfg.algo, cfg.data
+    assert (train.lr, train.max_completion_length, algo.kl_coef) == (1e-6, 4096, 0.01)
+    assert (data.name, data.hub_id, data.val_split, data.max_prompt_tokens) == ("vision_r1", "Osilly/Vision-R1-rl", "test", 2048)
+    assert (train.rollouts_per_step, train.minibatch_size, train.micro_batch_size, train.max_steps) == (2048, 128, 32, 150)
+    assert (train.temperature, train.top_p, train.val_temperature, train.val_max_new_tokens) == (1.0, 1.0, 0.6, 4096)
+    assert (algo.loss_agg, algo.kl_bias_correction, algo.vllm_is_correction) == ("micro_token_mean", False, False)
+    assert (cfg.launcher.name, cfg.launcher.num_processes) == ("zero3", None)  # every GPU of this one machine
+    assert train.use_vllm is True and train.max_grad_norm == 0.5
+    grpo = compose([f"model={preset}", "algo=grpo"])
+    assert (grpo.algo.rollouts_per_prompt, grpo.train.minibatch_size, grpo.train.max_grad_norm) == (8, 1024, 1.0)
+
+
+def test_the_tiny_model_keeps_its_own_scale():
+    cfg = compose(["model=tiny"])
+    assert (cfg.train.lr, cfg.train.max_completion_length, cfg.algo.kl_coef, cfg.data.name) == (5e-4, 12, 0.05, "digits")
+    assert (cfg.train.rollouts_per_step, cfg.launcher.name, cfg.data.max_prompt_tokens) == (128, "none", None)
+
+
+def test_explicit_overrides_win_over_the_recipe_a_preset_brings():
+    cfg = compose(["model=qwen2vl-7b", "train.lr=2e-6", "data=geometry3k", "algo.kl_coef=0.02", "launcher=ddp",
+                   "algo.loss_agg=token_mean", "data.max_prompt_tokens=null", "train.max_completion_length=1024"])
+    assert (cfg.train.lr, cfg.data.name, cfg.algo.kl_coef, cfg.launcher.name) == (2e-6, "geometry3k", 0.02, "ddp")
+    assert (cfg.algo.loss_agg, cfg.data.max_prompt_tokens, cfg.train.max_completion_length) == ("token_mean", None, 1024)
+    assert cfg.train.rollouts_per_step == 2048  # what was not overridden stays the paper's
+
+
+def test_readmes_first_real_scale_example_is_a_preset_alone():
+    readme = (PYPROJECT.parent / "README.md").read_text()
+    commands = [line.strip() for line in readme.splitlines() if line.strip().startswith("mssr ")]
+    real = [c for c in commands if re.search(r"model=qwen|experiment=paper", c)]
+    assert real and real[0].split("#")[0].strip() == "mssr train model=qwen2vl-7b"
+
+
+def _fidelity_overrides() -> list[str]:
+    """The `key=value` overrides in the last column of the README's "What still differs" table."""
+    readme = (PYPROJECT.parent / "README.md").read_text()
+    section = readme.split("**What still differs from the reference code**", 1)[1].split("\n\n`tests/", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| difference")]
+    return [o for row in rows for o in re.findall(r"`([\w.]+=[^`]+)`", row.rstrip(" |").rsplit("|", 1)[1])]
+
+
+def test_reference_code_switch_applies_every_fidelity_row():
+    from omegaconf import OmegaConf
+
+    overrides = _fidelity_overrides()
+    assert len(overrides) >= 4
+    base = compose(["experiment=paper_7b"])
+    switched = compose(["experiment=paper_7b", "ablation=reference_code"])
+    by_hand = compose(["experiment=paper_7b", *overrides])
+    for override in overrides:
+        key, value = override.split("=", 1)
+        assert str(OmegaConf.select(switched, key)).lower() == value.lower(), override
+        assert OmegaConf.select(base, key) != OmegaConf.select(switched, key), f"{override} is already the default"
+    # the switch changes nothing beyond the table (the recipe already holds its other, restated keys)
+    assert OmegaConf.to_container(switched) == OmegaConf.to_container(by_hand)
+
+
+def test_plan_bounds_prompts_and_keeps_the_trackers_reference():
+    from mssr_cli.training.plan import describe_plan
+
+    def plan(*overrides):
+        return "\n".join(describe_plan(compose(["model=qwen25vl-7b", *overrides])))
+
+    assert "longest rollout 6,144 tokens" in plan()  # 2048-token prompts + 4096-token completions
+    assert "longest rollout 9,701 tokens" in plan("data.max_prompt_tokens=null")
+    assert not re.search(r"reference\s+0\.0 GB", plan("algo.kl_coef=0"))  # the tracker's KL needs it
+    assert "from a reference pass kept for the tracker alone" in plan("algo.kl_coef=0")
+    no_ref = plan("algo.kl_coef=0", "algo.tracker.always_measure_kl=false")
+    assert re.search(r"reference\s+0\.0 GB", no_ref) and "rho stays at its midpoint" in no_ref
+    assert "from the loss's forward pass" in plan("train.minibatch_size=null")

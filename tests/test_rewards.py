@@ -1,6 +1,8 @@
 """The answer grader: extraction, matching rules, and robustness to hostile completions."""
 
 import os
+import random
+import re
 import subprocess
 import sys
 import time
@@ -8,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mssr_cli.rewards import accuracy_reward, extract_answer, extract_boxed
+from mssr_cli.rewards import accuracy_reward, extract_answer, extract_boxed, gold_answer, normalize_response
 from mssr_cli.rewards import grader
 
 HOSTILE = r"\boxed{9^{9^{9^{9^{9}}}}}"
@@ -203,3 +205,95 @@ def test_import_stays_light():
     code = "import sys, mssr_cli.rewards; print(sorted({'sympy', 'math_verify'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --- Rule 0: the paper's reference normalisation (ruiiu/MSSR examples/reward_function/math.py) ---
+
+REFERENCE_GOLD = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL | re.IGNORECASE)
+
+
+def reference_gold(text):
+    m = REFERENCE_GOLD.search(text)
+    return m.group(1).strip() if m else text
+
+
+def reference_response(text):
+    return re.sub(r"\s*(<|>|/)\s*", r"\1", text)
+
+
+@pytest.mark.parametrize(
+    ("gold", "expected"),
+    [
+        ("<answer>0.5</answer>", "0.5"),
+        ("<ANSWER> 7 </ANSWER>", "7"),
+        ("<Answer>\n x + 1 \n</aNsWeR>", "x + 1"),
+        ("<answer>3</answer> and <answer>4</answer>", "3"),  # the first tag, as re.search
+        ("0.5", "0.5"),
+        (r"\frac{1}{2}", r"\frac{1}{2}"),
+        ("  7 ", "  7 "),  # no tags: unchanged, not even stripped
+        ("<answer>5", "<answer>5"),  # unclosed: unchanged
+        ("</answer>5<answer>", "</answer>5<answer>"),
+        ("<answer></answer>", ""),
+        (None, None),
+    ],
+)
+def test_gold_answer(gold, expected):
+    assert gold_answer(gold) == expected
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        (r"< think > x < / think > \boxed{3}", r"<think>x</think>\boxed{3}"),
+        ("1 / 2", "1/2"),
+        ("a \n/\t b c", "a/b c"),
+        ("no tags here", "no tags here"),
+        ("<answer> 5 </answer>", "<answer>5</answer>"),
+        (None, None),
+    ],
+)
+def test_normalize_response(response, expected):
+    assert normalize_response(response) == expected
+
+
+def test_rule_0_agrees_with_the_reference_regexes():
+    rng = random.Random(0)
+    pieces = ["<answer>", "</answer>", "<ANSWER>", "</Answer>", "<think>", "<", ">", "/"]
+    pieces += [" ", "\n", "\t", "\u00a0", "a", "7"]
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert gold_answer(text) == reference_gold(text), text
+        assert normalize_response(text) == reference_response(text), text
+
+
+@pytest.mark.timeout(30)
+def test_rule_0_is_linear_on_long_whitespace_and_tags():
+    # The reference regex rescans a whitespace run from each of its spaces: seconds for 30,000 spaces.
+    start = time.monotonic()
+    assert accuracy_reward(" " * 200_000 + r"\boxed{7}", "7") == 1.0
+    assert accuracy_reward(r"\boxed{7}", "<answer>" * 30_000) == 0.0
+    assert time.monotonic() - start < 2.0
+
+
+@pytest.mark.parametrize(
+    ("completion", "answer", "expected"),
+    [
+        (r"\boxed{\frac{1}{2}}", "<answer>0.5</answer>", 1.0),  # Vision-R1-rl stores golds in tags
+        (r"\boxed{7}", "<ANSWER> 7 </ANSWER>", 1.0),
+        (r"\boxed{8}", "<ANSWER> 7 </ANSWER>", 0.0),
+        (r"\boxed{7}", "7", 1.0),  # a gold without tags is used as it is
+        (r"\boxed{3}", "<answer>3</answer> <answer>4</answer>", 1.0),  # the first tag
+        (r"\boxed{4}", "<answer>3</answer> <answer>4</answer>", 0.0),
+        (r"< think > maybe \boxed{5} < / think > \boxed{3}", "3", 1.0),  # spaced tags still grade
+        ("< think > x < / think > < answer > 3 < / answer >", "3", 1.0),  # a spaced answer tag is a tag
+        ("< answer > 3 < / answer >", "<answer>3</answer>", 1.0),
+        (r"\boxed{B}", "<answer>B</answer>", 1.0),
+    ],
+)
+def test_accuracy_normalises_gold_and_response_like_the_reference(completion, answer, expected):
+    assert accuracy_reward(completion, answer) == expected
+
+
+def test_tagged_gold_letter_with_choices():
+    assert accuracy_reward(r"\boxed{5}", "<answer>B</answer>", ["3", "5"]) == 1.0
+    assert accuracy_reward(r"\boxed{B}", "<answer>5</answer>", ["3", "5"]) == 1.0

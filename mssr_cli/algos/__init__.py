@@ -8,6 +8,7 @@ from mssr_cli.algos.advantages import (
     single_rollout_advantages,
     zero_std_group_fraction,
 )
+from mssr_cli.algos.kl import k3_per_token, rollout_kl
 from mssr_cli.algos.shaping import (
     entropy_shaping_term,
     sampled_token_entropy,
@@ -20,6 +21,8 @@ __all__ = [
     "BetaValueTracker",
     "entropy_shaping_term",
     "grpo_advantages",
+    "k3_per_token",
+    "rollout_kl",
     "sampled_token_entropy",
     "shaping_cap_fraction",
     "single_rollout_advantages",

@@ -14,6 +14,7 @@ from mssr_cli.config.paths import conf_dir, group_options
 # tests check they match mssr_cli.training.estimators and mssr_cli.algos.value_tracker).
 ESTIMATOR_NAMES = ("grpo", "single_rollout")
 SCHEDULE_NAMES = ("paper", "monotone", "per_prompt")
+LOSS_AGG_NAMES = ("token_mean", "micro_token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 
 GROUPS = ("algo", "model", "data", "train", "logging", "launcher", "ablation", "experiment")
 
@@ -94,6 +95,8 @@ def compose(overrides: list[str]):
             ) from err
         msg = str(err).strip().splitlines()[0]
         raise ConfigError(f"{full_key}: {msg}") from err
+    if cfg.algo.estimator not in ESTIMATOR_NAMES:  # recipes pick values by estimator: name it before resolving
+        raise ConfigError(f"algo.estimator={cfg.algo.estimator}: not a valid choice; valid choices: {', '.join(ESTIMATOR_NAMES)}")
     try:
         OmegaConf.resolve(cfg)  # recipes pick per-algorithm values by interpolation; print them resolved
     except OmegaConfBaseException as err:
@@ -111,7 +114,8 @@ def validate(cfg) -> None:
         "algo.estimator": (algo.estimator, list(ESTIMATOR_NAMES)),
         "algo.tracker.schedule": (algo.tracker.schedule, list(SCHEDULE_NAMES)),
         "algo.shaping.entropy": (algo.shaping.entropy, ["full", "sampled"]),
-        "algo.loss_agg": (algo.loss_agg, ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]),
+        "algo.loss_agg": (algo.loss_agg, list(LOSS_AGG_NAMES)),
+        "algo.entropy_bonus": (algo.entropy_bonus, ["full", "sampled"]),
         "model.dtype": (cfg.model.dtype, ["auto", "float32", "bfloat16", "float16"]),
         "model.attn_implementation": (cfg.model.attn_implementation, ["auto", "flash_attention_2", "sdpa", "eager"]),
         "train.vllm_mode": (train.vllm_mode, ["colocate", "server"]),
@@ -142,6 +146,7 @@ def validate(cfg) -> None:
     if shaping.alpha < 0:
         raise ConfigError(f"algo.shaping.alpha={shaping.alpha}: must be >= 0")
     positive = {
+        "algo.grpo_eps": algo.grpo_eps,
         "algo.tracker.target_kl": tracker.target_kl,
         "algo.tracker.kl_window": tracker.kl_window,
         "algo.tracker.d_half": tracker.d_half,
@@ -181,6 +186,8 @@ def validate(cfg) -> None:
         raise ConfigError(f"train.vllm_gpu_memory_utilization={train.vllm_gpu_memory_utilization}: a fraction of GPU memory, in (0, 1]")
     if cfg.model.lora.enabled and not cfg.model.lora.target_modules:
         raise ConfigError("model.lora.target_modules is empty: name the modules that get adapters (e.g. [q_proj, v_proj])")
+    if cfg.data.max_prompt_tokens is not None and cfg.data.max_prompt_tokens <= 0:
+        raise ConfigError(f"data.max_prompt_tokens={cfg.data.max_prompt_tokens}: must be positive (or null: keep every prompt)")
     if cfg.model.name_or_path is None and cfg.model.preset != "tiny":
         raise ConfigError(f"model.name_or_path is null for preset '{cfg.model.preset}'; only 'tiny' is built locally")
     _validate_launcher(cfg.launcher, micro)

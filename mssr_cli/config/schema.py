@@ -27,6 +27,7 @@ class TrackerConfig:
     d_half: float = key(0.06, "per_prompt schedule: KL at which a prompt's rho halves (SPO's D_half)")
     warm_start: bool = key(True, "before step 1, sample n0 rollouts of every training prompt to seed the baselines")
     warm_start_rollouts: int = key(1, "n0: rollouts per prompt in the tracker warm start (paper 1)")
+    always_measure_kl: bool = key(True, "measure the step's KL to the reference even when algo.kl_coef=0, as the reference does (keeps a reference model and one extra no-grad forward pass per rollout); false: rho then stays at its midpoint")
 
 
 @dataclass
@@ -52,7 +53,12 @@ class AlgoConfig:
     kl_coef: float = key(0.01, "coefficient of the k3 KL-to-reference loss (0 drops the reference model)")
     entropy_coef: float = key(0.0, "entropy bonus coefficient in the loss (the paper uses none)")
     cross_modal_kl_coef: float = key(0.0, "coefficient of KL(pi(.|text, image) || pi(.|text, blank image)) in the loss (one extra forward pass)")
-    loss_agg: str = key("token_mean", "loss aggregation: token_mean | seq_mean_token_mean | seq_mean_token_sum_norm")
+    loss_agg: str = key("token_mean", "loss aggregation (README: Loss aggregation): token_mean (over the step's tokens, TRL dapo) | micro_token_mean (token mean per micro-batch, averaged: the reference code, TRL bnpo) | seq_mean_token_mean | seq_mean_token_sum_norm")
+    grpo_eps: float = key(1e-4, "GRPO: epsilon in (r - group mean) / (group std + eps) (TRL 1e-4; the reference code 1e-6)")
+    kl_bias_correction: bool = key(True, "multiply the k3 KL loss by the probability ratio (TRL's default; the reference uses plain k3: false)")
+    vllm_is_correction: bool = key(True, "train.use_vllm: reweight each rollout's loss by trainer/vLLM probability ratios and zero those past the cap (TRL's default; the reference has none: false)")
+    cross_modal_kl_grad: bool = key(True, "cross-modal KL: train through it (true) or add it as a constant as the reference code does (false: it then only shifts the logged loss)")
+    entropy_bonus: str = key("full", "entropy_coef raises: full (TRL: entropy of the whole next-token distribution) | sampled (-p log p of the sampled token, the reference code)")
 
 
 @dataclass
@@ -111,6 +117,7 @@ class DataConfig:
     image_column: str = key("images", "column holding the image: path, bytes, {bytes, path} or a list of these (the first is used)")
     image_root: str | None = key(None, "folder that relative image paths are resolved against (null: the data file's folder)")
     skip_bad_rows: bool = key(False, "skip rows with a missing question, empty answer or unreadable image (and say how many) instead of failing")
+    max_prompt_tokens: int | None = key(None, "drop prompts longer than this many tokens, image tokens included, before training (paper: 2048; null keeps every prompt)")
 
 
 @dataclass

@@ -5,7 +5,9 @@ from mssr_cli.rewards.grader import (
     extract_answer,
     extract_boxed,
     extract_final_answer,
+    gold_answer,
     match_answer,
+    normalize_response,
     strip_think,
 )
 
@@ -14,6 +16,8 @@ __all__ = [
     "extract_answer",
     "extract_boxed",
     "extract_final_answer",
+    "gold_answer",
     "match_answer",
+    "normalize_response",
     "strip_think",
 ]

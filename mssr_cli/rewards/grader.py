@@ -2,6 +2,12 @@
 
 Rules, in order:
 
+0. Normalisation, as the paper's reference reward does (EasyR1 fork ruiiu/MSSR,
+   ``examples/reward_function/math.py``) in training and in evaluation alike: the gold answer
+   is the content of its first ``<answer>...</answer>`` when it has one (``gold_answer``: the
+   Vision-R1-rl training data stores ``<answer>0.5</answer>``), and the response loses the
+   spaces around ``<``, ``>`` and ``/`` (``normalize_response``: ``< / think >`` is
+   ``</think>``, ``1 / 2`` is ``1/2``) before anything is extracted from it.
 1. Extraction. The answer is the content of the last ``\\boxed{...}`` (or ``\\fbox{...}``)
    in the completion; failing that, the last ``<answer>...</answer>`` (its boxed content
    if it holds a box). An unbalanced or empty box or tag means no answer. Free text is
@@ -17,6 +23,7 @@ Rules, in order:
    math-verify would read as a product of symbols (``left`` == ``felt``).
 
 Evaluation (``extract_final_answer``, ``match_answer``) reads more than training pays for:
+after rule 0 (the response in ``extract_final_answer``, the gold in ``match_answer``),
 ``<think>`` is stripped, then ``<answer>`` tags, the last box, "the answer is ...", and a last
 option letter, number or yes/no; matching is rules 2-3 plus MathVista's unit, precision and
 integer conventions and multi-letter answers. Training still pays for the boxed form only.
@@ -57,6 +64,47 @@ _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:[, ]\d{3})+(?:\.\d+)?")
 _LETTER = re.compile(r"\(?([A-Za-z])\)?:?")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
 _WORDS = re.compile(r"[^\W\d_]{2,}(?:\s+[^\W\d_]+)*")
+_GOLD_OPEN = re.compile("<answer>", re.I)
+_GOLD_CLOSE = re.compile("</answer>", re.I)
+_WHITESPACE_RUN = re.compile(r"\s+")
+_TAG_CHARS = "<>/"
+
+
+def gold_answer(answer: str) -> str:
+    """The gold answer to grade against: the stripped content of the first ``<answer>...</answer>``
+    (any case) when ``answer`` has one, else ``answer`` unchanged (non-strings too).
+
+    The paper's reference (ruiiu/MSSR ``examples/reward_function/math.py``,
+    ``extract_ground_truth``): ``re.search(r"<answer>\\s*(.*?)\\s*</answer>", gold, re.DOTALL |
+    re.IGNORECASE).group(1).strip()``. Same result without the regex's quadratic rescans: that
+    search matches from the first opening tag when any closing tag follows it (lazily, to the
+    nearest one), and not at all otherwise.
+    """
+    if not isinstance(answer, str):
+        return answer
+    opening = _GOLD_OPEN.search(answer)
+    closing = _GOLD_CLOSE.search(answer, opening.end()) if opening else None
+    return answer[opening.end() : closing.start()].strip() if closing else answer
+
+
+def normalize_response(response: str) -> str:
+    """``response`` without whitespace around ``<``, ``>`` and ``/`` (``< / think >`` -> ``</think>``,
+    ``1 / 2`` -> ``1/2``); non-strings unchanged.
+
+    The paper's reference (ruiiu/MSSR ``examples/reward_function/math.py``, ``compute_score``,
+    "handle qwen2.5vl-32b format"): ``re.sub(r"\\s*(<|>|/)\\s*", r"\\1", response)``. Same result:
+    a whitespace run goes exactly when a ``<``, ``>`` or ``/`` touches it on either side; matching
+    whole runs keeps it linear where the reference regex rescans a long run from each of its spaces.
+    """
+    if not isinstance(response, str):
+        return response
+
+    def run(m: re.Match) -> str:
+        before = response[m.start() - 1] if m.start() else ""
+        after = response[m.end()] if m.end() < len(response) else ""
+        return "" if (before and before in _TAG_CHARS) or (after and after in _TAG_CHARS) else m.group()
+
+    return _WHITESPACE_RUN.sub(run, response)
 
 
 def extract_boxed(text: str) -> str | None:
@@ -77,16 +125,21 @@ def extract_boxed(text: str) -> str | None:
 
 
 def extract_answer(text: str) -> str | None:
-    """Last boxed content, else the last ``<answer>`` tag's content, else None."""
+    """Last boxed content, else the last ``<answer>`` tag's content, else None; read from
+    ``normalize_response(text)`` (rule 0), so ``< answer >`` is a tag."""
     if not isinstance(text, str):
         return None
+    text = normalize_response(text)
     if (boxed := extract_boxed(text)) is not None:
         return boxed
     return _answer_tag(text)
 
 
 def accuracy_reward(completion: str, answer: str, choices: list[str] | None = None) -> float:
-    """1.0 if the completion's extracted answer matches ``answer``, else 0.0; never raises."""
+    """1.0 if the completion's extracted answer matches ``answer``, else 0.0; never raises.
+
+    Rule 0 first, as the paper's reference reward: ``normalize_response(completion)`` and
+    ``gold_answer(answer)`` (``<answer>0.5</answer>`` is the gold ``0.5``)."""
     try:
         return _grade(completion, answer, choices)
     except Exception:  # a reward function must not take training down
@@ -99,10 +152,10 @@ def _grade(completion, answer, choices) -> float:
     choices = list(choices or ())
     if not all(isinstance(c, str) for c in choices):
         return 0.0
-    pred = extract_answer(completion)
+    pred = extract_answer(completion)  # rule 0: extract_answer reads normalize_response(completion)
     if pred is None:
         return 0.0
-    return 1.0 if _match(pred, answer, choices) else 0.0
+    return 1.0 if _match(pred, gold_answer(answer), choices) else 0.0
 
 
 def _match(pred: str, answer: str, choices: list[str]) -> bool:
@@ -192,16 +245,17 @@ def strip_think(text: str) -> str:
 def extract_final_answer(text: str, num_choices: int = 0, fallback: str | None = None) -> str | None:
     """The final answer of a response, for evaluation; None if it gives none.
 
-    After ``strip_think``, in order: the last ``<answer>...</answer>`` (its boxed content if boxed),
-    the last ``\\boxed{}``, the last "the answer is X" / "answer: X" phrase (to the end of its
-    sentence), then ``fallback``: ``"letter"`` the last option letter (``(B)`` forms first) among
-    ``num_choices`` options (A-E when unknown), ``"number"`` the last number, ``"yes_no"`` the last
-    yes or no. With options, an answer that starts with a letter (``(B) 8/11``, ``B. 8/11``) is
-    that letter; for yes/no questions one that starts with yes or no is that word.
+    After ``normalize_response`` (rule 0) and ``strip_think``, in order: the last
+    ``<answer>...</answer>`` (its boxed content if boxed), the last ``\\boxed{}``, the last "the
+    answer is X" / "answer: X" phrase (to the end of its sentence), then ``fallback``: ``"letter"``
+    the last option letter (``(B)`` forms first) among ``num_choices`` options (A-E when unknown),
+    ``"number"`` the last number, ``"yes_no"`` the last yes or no. With options, an answer that
+    starts with a letter (``(B) 8/11``, ``B. 8/11``) is that letter; for yes/no questions one that
+    starts with yes or no is that word.
     """
     if not isinstance(text, str):
         return None
-    body = strip_think(text)
+    body = strip_think(normalize_response(text))
     answer = _answer_tag(body)
     if answer is None:
         answer = extract_boxed(body)
@@ -278,6 +332,7 @@ def match_answer(
     the prediction (MathVista); with ``precision`` two numbers match when equal after rounding to
     that many decimals, with ``integer`` after truncation to an integer (MathVista's float and
     integer answers); with ``multi_select`` the sets of option letters must be equal (``A, C``).
+    The gold is ``gold_answer(gold)`` first (rule 0), as in training: ``<answer>7</answer>`` is ``7``.
     """
     try:
         return _match_rules(pred, gold, choices, precision, integer, unit, multi_select)
@@ -288,6 +343,7 @@ def match_answer(
 def _match_rules(pred, gold, choices, precision, integer, unit, multi_select) -> bool:
     if not isinstance(pred, str) or not isinstance(gold, str):
         return False
+    gold = gold_answer(gold)
     choices = list(choices or ())
     if not all(isinstance(c, str) for c in choices):
         return False

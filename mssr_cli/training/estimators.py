@@ -5,8 +5,9 @@ advantages with the pure functions of ``mssr_cli.algos`` and reports its own met
 trainer never special-cases an estimator by name (STYLE.md: avoid verl's one flaw).
 
 Protocol:
+    needs_kl, needs_prompt_kl                      # whether finish_step reads the step's KL (per prompt)
     advantages(ids, rewards) -> (A[B], metrics)   # called once per RL step, before the loss
-    finish_step(kl)                                # the step's KL to the reference, after the loss
+    finish_step(kl, prompt_kl)                     # the step's KL to the reference, once per RL step
     state_dict() / load_state_dict(d)              # JSON-serialisable training state
 """
 
@@ -21,13 +22,15 @@ from mssr_cli.algos.value_tracker import BetaValueTracker
 class GroupEstimator:
     """GRPO: A_i = (r_i - mean_group r) / (std_group r + eps), groups of G adjacent rollouts."""
 
+    needs_kl = False  # no tracker: the seam measures no KL for it
     needs_prompt_kl = False  # the seam gathers per-rollout KL only for estimators that read it
 
     def __init__(self, algo):
         self.group_size = int(algo.rollouts_per_prompt)
+        self.eps = float(algo.grpo_eps)
 
     def advantages(self, ids: list, rewards: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        adv = grpo_advantages(rewards, self.group_size)  # [B]
+        adv = grpo_advantages(rewards, self.group_size, eps=self.eps)  # [B]
         groups = rewards.view(-1, self.group_size)  # [B / G, G]
         raw = rewards - groups.mean(dim=1).repeat_interleave(self.group_size)  # [B], before scaling
         return adv, {
@@ -55,6 +58,7 @@ class SingleRolloutEstimator:
             rho_min=t.rho_min, rho_max=t.rho_max, target_kl=t.target_kl, kl_window=t.kl_window,
             v_init=t.v_init, schedule=t.schedule, d_half=t.d_half,
         )
+        self.needs_kl = True  # rho follows the step's KL to the reference
         self.needs_prompt_kl = t.schedule == "per_prompt"  # SPO's rho(x) reads each prompt's KL
         self.normalize = bool(algo.normalize)
         self.zero_signal_guard = bool(algo.zero_signal_guard)

@@ -89,6 +89,7 @@ def describe_plan(cfg) -> list[str]:
         f"  total: {train.max_steps} steps, {train.max_steps * train.rollouts_per_step:,} rollouts, "
         f"{train.max_steps * layout['updates_per_step']} optimizer updates",
     ]
+    lines += fidelity_lines(cfg, layout)
     if train.use_vllm:
         installed = importlib.util.find_spec("vllm") is not None
         lines.append(
@@ -100,6 +101,28 @@ def describe_plan(cfg) -> list[str]:
     else:
         lines.append("  generation: transformers generate (train.use_vllm=false)")
     lines += memory_lines(cfg, launcher, processes, micro)
+    return lines
+
+
+def fidelity_lines(cfg, layout: dict) -> list[str]:
+    """The loss and the tracker's KL as they will run (README: Fidelity)."""
+    algo = cfg.algo
+    kl = "plain k3" if not algo.kl_bias_correction else "k3 x ratio (TRL)"
+    lines = [f"  loss: PPO clip {algo.clip_low:g} / {algo.clip_high:g}, dual-clip {algo.dual_clip}, KL {algo.kl_coef:g} "
+             f"({kl}), aggregation {algo.loss_agg}"
+             + ("" if not cfg.train.use_vllm else f", vLLM importance correction {'on' if algo.vllm_is_correction else 'off'}")]
+    if algo.estimator == "single_rollout":
+        if algo.kl_coef == 0 and not algo.tracker.always_measure_kl:
+            where = "not measured (algo.kl_coef=0, always_measure_kl=false): rho stays at its midpoint"
+        elif algo.kl_coef == 0:
+            where = "every rollout, from a reference pass kept for the tracker alone (algo.kl_coef=0)"
+        elif layout["updates_per_step"] > 1:
+            where = "every rollout, from TRL's generation-time log-probs (no extra pass)"
+        else:
+            where = "every rollout, from the loss's forward pass (no extra pass)"
+        lines.append(f"  value tracker KL: {where}; window {algo.tracker.kl_window} steps")
+    limit = cfg.data.max_prompt_tokens
+    lines.append(f"  prompts: {'all kept' if limit is None else f'longer than {limit} tokens (images included) dropped'}")
     return lines
 
 
@@ -116,14 +139,18 @@ def memory_lines(cfg, launcher: str, processes: int, micro: int) -> list[str]:
     else:
         trainable = facts.params - (facts.vision_params if cfg.model.freeze_vision else 0)
     image_tokens = (cfg.model.max_pixels or QWEN_DEFAULT_MAX_PIXELS) // facts.image_patch_pixels
-    sequence = PROMPT_TEXT_TOKENS + image_tokens + cfg.train.max_completion_length
+    prompt = PROMPT_TEXT_TOKENS + image_tokens
+    if cfg.data.max_prompt_tokens is not None:  # longer prompts are dropped before training
+        prompt = min(prompt, cfg.data.max_prompt_tokens)
+    sequence = prompt + cfg.train.max_completion_length
     estimate = estimate_memory(
         params=facts.params,
         trainable=trainable,
         weight_bytes=DTYPE_BYTES.get(cfg.model.dtype, 2),
         launcher=launcher,
         processes=processes,
-        reference_model=cfg.algo.kl_coef > 0 and not lora.enabled,
+        reference_model=not lora.enabled and (cfg.algo.kl_coef > 0 or (  # the tracker keeps one for its KL
+            cfg.algo.estimator == "single_rollout" and cfg.algo.tracker.always_measure_kl)),
         hidden=facts.hidden,
         layers=facts.layers,
         vocab=facts.vocab,

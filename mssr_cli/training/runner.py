@@ -108,6 +108,9 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
         train_set = load_split(cfg.data, "train")
         val_set = load_split(cfg.data, "validation")
         model, processor = load_policy(cfg.model, cfg.data, progress=progress, console=console)
+        from mssr_cli.training.prompt_length import drop_long_prompts
+        train_set = drop_long_prompts(train_set, processor, cfg.data.max_prompt_tokens, "training", console)
+        val_set = drop_long_prompts(val_set, processor, cfg.data.max_prompt_tokens, "validation", console)
         args = grpo_args(cfg, str(folder.checkpoints))
         wandb_run = _init_wandb(cfg, folder) if main else None
         detector = CollapseDetector(CollapseRules(**OmegaConf.to_container(cfg.collapse)))

@@ -12,8 +12,17 @@ one TRL method (``tests/test_trl_seam.py`` fails loudly if one of them changes u
 - ``_get_per_token_logps_and_entropies`` (only when called from the loss): TRL has just computed
   each token's log-prob and entropy for the loss; add MSSR's shaping term to the advantages
   there, turning them into the (B, T) advantages the loss then reads, with no extra forward pass.
-- ``_compute_loss``: measure the step's KL to the reference from the same forward pass (while
-  the policy is still the rollout policy), then let the estimator update its tracker.
+- ``_compute_loss``: add the reference code's sampled-token entropy bonus when configured; with
+  one optimizer update per step, measure the step's KL to the reference from the loss's own forward
+  pass (the policy is still the rollout policy there), then let the estimator update its tracker.
+
+The value tracker's KL covers every rollout of the step and costs no extra forward pass: with
+several updates per step TRL has already computed the rollout policy's log-probs of every rollout
+at generation time (``old_per_token_logps``), and the tracker takes them there; with one update the
+loss's forward pass is that same policy. Only with ``algo.kl_coef=0`` does the tracker need a pass
+of its own, through a reference model kept for it alone (``algo.tracker.always_measure_kl``).
+Generation runs with a neutral ``generation_config`` (``training.sampling``), so rollouts sample at
+the configured temperature and top-p only, whatever the checkpoint's defaults.
 
 Plus atomic checkpoints that also hold the estimator's state (the value tracker).
 """
@@ -23,16 +32,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
+from mssr_cli.algos.kl import rollout_kl
 from mssr_cli.algos.shaping import entropy_shaping_term, sampled_token_entropy, shaping_cap_fraction
 from mssr_cli.training.estimators import build_estimator
+from mssr_cli.training.sampling import neutral_generation_config
 
 STATE_FILE = "mssr_state.json"  # estimator (value tracker) and other mssr state inside each checkpoint
+# Multimodal tensors of a batch that a forward pass needs besides the token ids (TRL's names).
+FORWARD_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
+                "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids", "num_tiles")
+# Any non-zero beta makes TRL build and prepare the reference model; the loss then gets beta = 0 back.
+TRACKER_ONLY_BETA = 1.0
 
 
 class EpochRepeatSampler(RepeatSampler):
@@ -58,11 +75,28 @@ class RLTrainer(GRPOTrainer):
     """GRPOTrainer whose advantages come from ``mssr_cli.algos``; see the module docstring."""
 
     def __init__(self, *args, algo_cfg, keep_checkpoints: int = 2, extra_state: dict | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+        estimator = build_estimator(algo_cfg)
+        grpo_config = kwargs["args"]
+        # algo.kl_coef=0 drops TRL's reference model, but the tracker still reads the KL to it (the reference
+        # code measures it whatever the coefficient): keep one for the tracker alone
+        self._tracker_ref_only = (estimator.needs_kl and grpo_config.beta == 0.0
+                                  and bool(algo_cfg.tracker.always_measure_kl))
+        if self._tracker_ref_only:
+            grpo_config.beta = TRACKER_ONLY_BETA
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            if self._tracker_ref_only:
+                grpo_config.beta = 0.0
+        if self._tracker_ref_only:
+            self.beta = 0.0  # no KL term in the loss, no TRL reference pass: the seam's own pass feeds the tracker
         self.keep_checkpoints = keep_checkpoints
-        self.estimator = build_estimator(algo_cfg)
+        self.estimator = estimator
         self.shaping = algo_cfg.shaping
         self.cross_modal_kl_coef = float(algo_cfg.cross_modal_kl_coef)
+        self.cross_modal_kl_grad = bool(algo_cfg.cross_modal_kl_grad)
+        # the reference code's bonus: -p log p of the sampled token, with its gradient (TRL's is the full entropy)
+        self.sampled_entropy_coef = float(algo_cfg.entropy_coef) if algo_cfg.entropy_bonus == "sampled" else 0.0
         self._blank_row: torch.Tensor | None = None
         self._loss_logps: torch.Tensor | None = None
         # objects with state_dict()/load_state_dict() saved in each checkpoint (entropy baseline, detector)
@@ -75,6 +109,7 @@ class RLTrainer(GRPOTrainer):
 
     def _reset_step(self) -> None:
         self._loss_calls = 0
+        self._kl_pending = False  # the tracker still waits for this step's KL (one update per step: from the loss)
         self._kl_rows: list[torch.Tensor] = []  # global row of each on-policy rollout seen by the loss
         self._kl_values: list[torch.Tensor] = []  # its token-mean k3 KL to the reference
         self._stats = {"adv_sum": 0.0, "adv_abs_sum": 0.0, "adv_sq_sum": 0.0, "adv_max": float("-inf"),
@@ -97,7 +132,8 @@ class RLTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+        with neutral_generation_config(self.accelerator.unwrap_model(self.model)):
+            output = super()._generate_and_score_completions(inputs)
         if not self.model.training:
             return output
         weights = self.reward_weights.to(self._batch_rewards_per_func.device)
@@ -113,7 +149,54 @@ class RLTrainer(GRPOTrainer):
         self._reset_step()
         for name, value in metrics.items():
             self._metrics["train"][name] = [value]
+        self._start_tracker_step(output)
         return output
+
+    # ---- the value tracker's KL to the reference (once per RL step, every rollout) --------------
+
+    def _start_tracker_step(self, batch: dict) -> None:
+        """Update the tracker now when this step's KL is already known, else leave it to the loss."""
+        if not self.estimator.needs_kl:
+            self.estimator.finish_step(None)  # no tracker: nothing to measure
+            return
+        if self._tracker_ref_only:
+            started = time.perf_counter()
+            batch["ref_per_token_logps"] = self._reference_logps(batch)  # [B, T]; beta = 0: TRL's loss ignores it
+            self._metrics["train"]["tracker/ref_pass_seconds"] = [time.perf_counter() - started]
+        ref, old = batch.get("ref_per_token_logps"), batch.get("old_per_token_logps")
+        if ref is None:  # kl_coef=0 with always_measure_kl=false: rho stays where the window leaves it
+            self._finish_tracker_step(None)
+        elif old is not None:  # several updates per step: TRL already has the rollout policy's log-probs
+            per_rollout = rollout_kl(old, ref, self._response_mask(batch))  # [B]
+            self._finish_tracker_step(self.accelerator.gather(per_rollout).cpu())  # [N], batch order
+        else:  # one update per step: the loss's forward pass is the rollout policy; measure there
+            self._kl_pending = True
+
+    @staticmethod
+    def _response_mask(batch: dict) -> torch.Tensor:
+        """[B, T] the tokens TRL's loss trains on (completion, minus tool output)."""
+        mask = batch["completion_mask"]
+        return mask if "tool_mask" not in batch else mask * batch["tool_mask"]
+
+    def _reference_logps(self, batch: dict) -> torch.Tensor:
+        """[B, T] log-probs of the sampled tokens under the reference policy, for the tracker alone
+        (``algo.kl_coef=0``): one no-grad forward pass, as TRL's own reference pass."""
+        from trl.trainer.grpo_trainer import use_adapter
+
+        ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)  # [B, P + T]
+        attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)  # [B, P + T]
+        extra = {k: batch[k] for k in FORWARD_KEYS if k in batch}
+        size = self.args.per_device_train_batch_size
+        with torch.no_grad():
+            if self.ref_model is not None:
+                logps, _, _ = self._get_per_token_logps_and_entropies(
+                    self.ref_model, ids, attention, batch["completion_ids"].size(1), batch_size=size, **extra)
+            else:  # PEFT: the base model with the adapters off (or the initial "ref" adapter), as TRL does
+                model = self.accelerator.unwrap_model(self.model)
+                with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
+                    logps, _, _ = self._get_per_token_logps_and_entropies(
+                        self.model, ids, attention, batch["completion_ids"].size(1), batch_size=size, **extra)
+        return logps
 
     # ---- loss time: shaping, KL for the tracker, advantage statistics ---------------------------
 
@@ -123,13 +206,16 @@ class RLTrainer(GRPOTrainer):
         self._loss_inputs = inputs
         try:
             loss = super()._compute_loss(model, inputs)
+            if self.sampled_entropy_coef > 0:
+                loss = loss - self.sampled_entropy_coef * self._sampled_entropy_bonus(inputs)
             if self.cross_modal_kl_coef > 0:
-                loss = loss + self.cross_modal_kl_coef * self._cross_modal_kl(model, inputs)
+                kl = self._cross_modal_kl(model, inputs)
+                loss = loss + self.cross_modal_kl_coef * (kl if self.cross_modal_kl_grad else kl.detach())
         finally:
             self._loss_inputs, self._loss_logps = None, None
         self._loss_calls += 1
-        if self._loss_calls == self.args.gradient_accumulation_steps:  # end of the on-policy update
-            self._finish_tracker_step()
+        if self._kl_pending and self._loss_calls == self.args.gradient_accumulation_steps:  # the update's end
+            self._finish_tracker_step(self._gathered_loss_kl())
         if self._loss_calls == self._loss_calls_per_step:
             self._publish_step_stats()
         return loss
@@ -139,10 +225,19 @@ class RLTrainer(GRPOTrainer):
         inputs = self._loss_inputs
         if inputs is not None and kwargs.get("compute_entropy"):  # the loss's own forward pass
             per_token_logps, entropies, _ = out
-            self._loss_logps = per_token_logps  # [B, T], with grad: the cross-modal KL needs it
+            self._loss_logps = per_token_logps  # [B, T], with grad: the cross-modal KL and sampled bonus need it
             inputs["advantages"] = self._shaped_advantages(inputs, per_token_logps, entropies)
-            self._record_kl(inputs, per_token_logps)
+            if self._kl_pending:
+                self._record_kl(inputs, per_token_logps)
         return out
+
+    def _sampled_entropy_bonus(self, inputs: dict) -> torch.Tensor:
+        """The reference code's entropy bonus: token mean over the micro-batch of -p log p of the sampled
+        token under the current policy (with its gradient), scaled for gradient accumulation like TRL's."""
+        mask = self._response_mask(inputs).float()  # [B, T]
+        logps = self._loss_logps  # [B, T]
+        entropy = -torch.exp(logps) * logps  # [B, T]
+        return (entropy * mask).sum() / mask.sum().clamp(min=1.0) / self.current_gradient_accumulation_steps
 
     def _shaped_advantages(self, inputs: dict, per_token_logps: torch.Tensor, entropies: torch.Tensor) -> torch.Tensor:
         """(B, T) advantages the loss trains on: A broadcast to tokens, plus psi for MSSR (eq. psi_t)."""
@@ -213,27 +308,32 @@ class RLTrainer(GRPOTrainer):
         return kl / self.current_gradient_accumulation_steps
 
     def _record_kl(self, inputs: dict, per_token_logps: torch.Tensor) -> None:
-        """Token-mean k3 KL(pi || pi_ref) per rollout, from the loss's log-probs (while still on-policy)."""
-        ref = inputs.get("ref_per_token_logps")
-        if ref is None or self._loss_calls >= self.args.gradient_accumulation_steps:
-            return
-        mask = inputs["completion_mask"].float()  # [B, T]
-        diff = ref - per_token_logps.detach()  # [B, T]
-        k3 = torch.exp(diff) - diff - 1  # [B, T], the low-variance estimator TRL's loss uses
-        per_rollout = (k3 * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # [B]
+        """Token-mean k3 KL(pi || pi_ref) of each rollout of this micro-batch, from the loss's log-probs
+        (one update per step: this is still the rollout policy), keyed by the rollout's global row."""
+        per_rollout = rollout_kl(per_token_logps.detach(), inputs["ref_per_token_logps"], self._response_mask(inputs))
         self._kl_rows.append(inputs["mssr_row"].detach())
-        self._kl_values.append(per_rollout)
+        self._kl_values.append(per_rollout)  # [B]
 
-    def _finish_tracker_step(self) -> None:
+    def _gathered_loss_kl(self) -> torch.Tensor:
+        """[N] the KL recorded by the loss for every rollout of the step, in batch order (NaN if unseen)."""
+        rows = self.accelerator.gather(torch.cat(self._kl_rows)).cpu()  # [N] over processes
+        values = self.accelerator.gather(torch.cat(self._kl_values)).cpu()  # [N]
+        per_rollout = torch.full((len(self.last_step["ids"]),), float("nan"))
+        per_rollout[rows] = values
+        return per_rollout
+
+    def _finish_tracker_step(self, per_rollout: torch.Tensor | None) -> None:
+        """The step's one tracker update: KL = mean over every measured rollout of the step (the reference's
+        token mean per rollout, then batch mean); per-prompt KL for schedules that read it."""
+        self._kl_pending = False
         kl, prompt_kl = None, None
-        if self._kl_values:
-            rows = self.accelerator.gather(torch.cat(self._kl_rows)).cpu()  # [M] over processes
-            values = self.accelerator.gather(torch.cat(self._kl_values).float()).cpu()  # [M]
-            kl = values.mean().item()  # token-mean, then batch-mean (the reference's KL metric)
-            if self.estimator.needs_prompt_kl:
-                prompt_kl = torch.full((len(self.last_step["ids"]),), float("nan"))
-                prompt_kl[rows] = values  # [N] in batch order; NaN where not measured
+        if per_rollout is not None:
+            measured = per_rollout[~torch.isnan(per_rollout)]
+            kl = measured.mean().item() if measured.numel() else None
+            prompt_kl = per_rollout if self.estimator.needs_prompt_kl else None
         metrics = self.estimator.finish_step(kl, prompt_kl)
+        if kl is not None:
+            metrics["tracker/kl"] = kl
         for name, value in metrics.items():
             self._metrics["train"][name] = [value]
 

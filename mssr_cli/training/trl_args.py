@@ -6,8 +6,10 @@ from mssr_cli.config.compose import steps_layout
 from mssr_cli.training.reward_funcs import REWARD_WEIGHTS
 
 # mssr loss aggregation -> TRL loss_type with that aggregation
+# (formulas: README "Loss aggregation"; the parity test in tests/test_loss_parity.py checks them)
 LOSS_AGG_TO_TRL = {
-    "token_mean": "dapo",  # sum over all tokens of the batch / number of tokens
+    "token_mean": "dapo",  # sum over all tokens of the optimizer step / number of those tokens
+    "micro_token_mean": "bnpo",  # token mean within each micro-batch, averaged over micro-batches and GPUs (reference)
     "seq_mean_token_mean": "grpo",  # mean over sequences of each sequence's token mean
     "seq_mean_token_sum_norm": "dr_grpo",  # token sums / (batch x max length), Dr. GRPO
 }
@@ -59,10 +61,18 @@ def grpo_args(cfg, output_dir: str):
         epsilon_high=algo.clip_high,
         delta=algo.dual_clip,
         loss_type=LOSS_AGG_TO_TRL[algo.loss_agg],
-        entropy_coef=algo.entropy_coef,
+        use_bias_correction_kl=algo.kl_bias_correction,  # false: plain k3, as the reference
+        vllm_importance_sampling_correction=algo.vllm_is_correction,  # false: no vLLM/trainer reweighting
+        # the sampled-token bonus is the seam's (RLTrainer._compute_loss); TRL adds only the full-entropy one
+        entropy_coef=algo.entropy_coef if algo.entropy_bonus == "full" else 0.0,
         scale_rewards="group",
+        # rollouts sample exactly as the reference: no top-k, min-p or repetition penalty (a checkpoint's
+        # generation_config cannot add them either: RLTrainer generates with a neutral one)
         temperature=train.temperature,
         top_p=train.top_p,
+        top_k=0,
+        min_p=None,
+        repetition_penalty=1.0,
         max_completion_length=train.max_completion_length,
         logging_steps=updates,  # one log (= one metrics line) per RL step
         save_strategy="steps" if train.save_every else "no",

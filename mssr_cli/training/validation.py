@@ -28,21 +28,27 @@ def generate_answers(model, processor, dataset, batch_size: int = 64, max_new_to
                      temperature: float = 0.0, top_p: float = 1.0, on_batch=None) -> list[str]:
     """Completions (decoded, special tokens dropped) for every row, in order.
 
-    Greedy when ``temperature`` is 0, else sampled; ``on_batch(n)`` is called after each batch
-    (progress bars)."""
+    Greedy when ``temperature`` is 0, else sampled at ``temperature`` and ``top_p`` with no other
+    filter or penalty, whatever the checkpoint's generation_config says (``training.sampling``);
+    ``on_batch(n)`` is called after each batch (progress bars)."""
     import torch
+
+    from mssr_cli.training.sampling import neutral_generation_config, sampling_config
 
     was_training = model.training
     model.eval()
     outputs: list[str] = []
     try:
-        with torch.inference_mode():
+        # exactly the given sampling settings: nothing from the checkpoint's generation_config
+        with torch.inference_mode(), neutral_generation_config(model):
+            tokens = {k: getattr(model.generation_config, k) for k in ("eos_token_id", "pad_token_id")
+                      if getattr(model.generation_config, k, None) is not None}
+            config = sampling_config(max_new_tokens, temperature, top_p, **tokens)
             for batch in batches(dataset, batch_size):
                 texts = chat_texts(processor, batch["prompt"])
                 inputs = processor(images=[[im] for im in batch["image"]], text=texts, padding=True, return_tensors="pt")
                 inputs = inputs.to(model.device)
-                sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
-                generated = model.generate(**inputs, max_new_tokens=max_new_tokens, **sampling)
+                generated = model.generate(**inputs, generation_config=config)
                 new_tokens = generated[:, inputs["input_ids"].shape[1] :]
                 outputs += processor.batch_decode(new_tokens, skip_special_tokens=True)
                 if on_batch is not None:
