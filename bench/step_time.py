@@ -1,7 +1,7 @@
 """Step time of GRPO, MVSR and MSSR on the embedded default at equal rollouts per step, side by side.
 
 Each round runs one short training of every algorithm, one after the other (GRPO, MVSR, MSSR,
-GRPO, ...), so machine noise hits all three alike. Validation, checkpoints, W&B and the tracker
+then the next round in reverse order), so machine noise and position in the round hit all alike. Validation, checkpoints, W&B and the tracker
 warm start are off: what is timed is the RL step (generation, rewards, advantages, the loss
 with shaping, the update). The first step of each run is dropped (warm-up). Prints the median
 step time of each algorithm and the ratios to GRPO. Goal: MSSR/GRPO and MVSR/GRPO <= 1.00
@@ -65,7 +65,7 @@ def main() -> None:
     times: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(opts.rounds):
-            for variant in variants:
+            for variant in (variants if r % 2 == 0 else variants[::-1]):  # alternate: no variant always runs last
                 times[variant] += run_once(variant, opts.steps, r, Path(tmp), before)
                 print(f"round {r + 1}/{opts.rounds} {variant}: {len(times[variant])} steps timed", file=sys.stderr)
     base, mssr = statistics.median(times["grpo"]), statistics.median(times["mssr"])

@@ -6,15 +6,13 @@ the valid choices, so the CLI can print it and exit 2 without a traceback.
 
 from __future__ import annotations
 
+import math
 import re
 
 from mssr_cli.config.paths import conf_dir, group_options
-
-# Names the trainer's registries accept (kept here, torch-free, so validation stays instant;
-# tests check they match mssr_cli.training.estimators and mssr_cli.algos.value_tracker).
-ESTIMATOR_NAMES = ("grpo", "single_rollout")
-SCHEDULE_NAMES = ("paper", "monotone", "per_prompt")
-LOSS_AGG_NAMES = ("token_mean", "micro_token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+# Names the trainer's registries accept, declared beside their keys in the schema (torch-free);
+# re-exported here, where tests check they match the registries.
+from mssr_cli.config.schema import ESTIMATOR_NAMES, LOSS_AGG_NAMES, SCHEDULE_NAMES  # noqa: F401
 
 GROUPS = ("algo", "model", "data", "train", "logging", "launcher", "ablation", "experiment")
 
@@ -94,9 +92,8 @@ def compose(overrides: list[str]):
                 f"unknown key '{full_key}'; valid keys under '{parent or 'config'}': {', '.join(sorted(_valid_keys(parent)))}"
             ) from err
         msg = str(err).strip().splitlines()[0]
-        raise ConfigError(f"{full_key}: {msg}") from err
-    if cfg.algo.estimator not in ESTIMATOR_NAMES:  # recipes pick values by estimator: name it before resolving
-        raise ConfigError(f"algo.estimator={cfg.algo.estimator}: not a valid choice; valid choices: {', '.join(ESTIMATOR_NAMES)}")
+        raise ConfigError(_explain_type_error(full_key, msg)) from err
+    check_ranges(cfg, ["algo.estimator"])  # recipes pick values by estimator: name a bad one before resolving
     try:
         OmegaConf.resolve(cfg)  # recipes pick per-algorithm values by interpolation; print them resolved
     except OmegaConfBaseException as err:
@@ -106,64 +103,116 @@ def compose(overrides: list[str]):
     return cfg
 
 
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def _bounds(rule) -> str:
+    """A rule's bounds as text: ``> 0``, ``>= 1``, ``in (0, 1]``; "" when unbounded."""
+    low = ("(", rule.gt) if rule.gt is not None else ("[", rule.ge) if rule.ge is not None else None
+    high = (")", rule.lt) if rule.lt is not None else ("]", rule.le) if rule.le is not None else None
+    if low and high:
+        return f"in {low[0]}{_number(low[1])}, {_number(high[1])}{high[0]}"
+    if low:
+        return f"{'>' if low[0] == '(' else '>='} {_number(low[1])}"
+    if high:
+        return f"{'<' if high[0] == ')' else '<='} {_number(high[1])}"
+    return ""
+
+
+def allowed(leaf, typed: bool = False) -> str:
+    """What a key allows, as the end of "must be ...": ``positive (>= 1)``, ``in (0, 1]``, ``a finite
+    number > 0``; ``typed`` names the type too (for a value that is not even of the key's type)."""
+    rule = leaf.rule
+    bounds = _bounds(rule) if rule else ""
+    if leaf.kind is int:
+        positive = rule is not None and rule.ge == 1 and rule.lt is None and rule.le is None
+        text = ("a positive integer (>= 1)" if positive else f"an integer {bounds}") if typed else (
+            "positive (>= 1)" if positive else bounds)
+    elif leaf.kind is float:
+        finite = rule is None or rule.finite
+        text = f"{'a finite number' if finite else 'a number'} {bounds}" if typed else bounds
+    elif leaf.kind is bool:
+        text = "true or false"
+    elif rule is not None and rule.choices is not None:
+        text = f"one of {', '.join(rule.valid_choices())}"
+    else:
+        text = "a string" if typed else ""
+    text = text.strip()
+    return f"{text} or null" if leaf.nullable and text else text
+
+
+def _explain_type_error(full_key: str, msg: str) -> str:
+    """OmegaConf's "Value 'abc' of type 'str' could not be converted to Integer" as one line naming
+    ``key=value`` and what the key allows."""
+    from mssr_cli.config.schema import leaves
+
+    leaf = leaves().get(full_key)
+    bad = re.search(r"Value '(.*)' (?:of type '\w+' could not be converted|is not a valid bool)", msg) or re.search(
+        r"Incompatible value '(None)' for field", msg)
+    if leaf is None or not bad:
+        return f"{full_key}: {msg}"
+    value = "null" if bad.group(1) == "None" else bad.group(1)
+    return f"{full_key}={value}: must be {allowed(leaf, typed=True)}"
+
+
+def _violation(leaf, value) -> str | None:
+    """Why ``value`` is outside what the key declares (one line naming key and value), else None."""
+    rule, name = leaf.rule, leaf.dotted
+    if value is None:
+        return None if leaf.nullable else f"{name}=null: must be {allowed(leaf, typed=True) or 'set'}"
+    if rule is None:
+        return None
+    valid = rule.valid_choices()
+    if valid is not None:
+        given = str(value).lower() if rule.ignore_case else value
+        if given not in valid:
+            return f"{name}={value}: not a valid choice; valid choices: {', '.join(map(str, valid))}"
+        return None
+    if leaf.kind not in (int, float) or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None  # the schema's types are OmegaConf's business
+    if leaf.kind is float and rule.finite and not math.isfinite(value):
+        return f"{name}={value}: must be {allowed(leaf, typed=True)}"
+    if math.isnan(value) or (
+        rule.gt is not None and not value > rule.gt
+        or rule.ge is not None and not value >= rule.ge
+        or rule.lt is not None and not value < rule.lt
+        or rule.le is not None and not value <= rule.le
+    ):
+        return f"{name}={value}: must be {allowed(leaf)}"
+    return None
+
+
+def check_ranges(cfg, keys: list[str] | None = None) -> None:
+    """Check every value of the composed config (or only ``keys``) against the range, choices and
+    nullability its schema field declares (``key(..., ge=1)``); the first violation is a ConfigError."""
+    from mssr_cli.config.schema import leaves
+
+    table = leaves()
+    for dotted in keys if keys is not None else table:
+        node = cfg
+        for part in dotted.split("."):
+            node = node[part]
+        problem = _violation(table[dotted], node)
+        if problem:
+            raise ConfigError(problem)
+
+
 def validate(cfg) -> None:
-    """Semantic checks that types cannot express; run before anything heavy loads."""
+    """Every key's declared range (``check_ranges``), then the checks that span several keys; run
+    before anything heavy loads."""
+    check_ranges(cfg)
     algo, train = cfg.algo, cfg.train
-    choices = {
-        "algo.name": (algo.name, group_options("algo")),
-        "algo.estimator": (algo.estimator, list(ESTIMATOR_NAMES)),
-        "algo.tracker.schedule": (algo.tracker.schedule, list(SCHEDULE_NAMES)),
-        "algo.shaping.entropy": (algo.shaping.entropy, ["full", "sampled"]),
-        "algo.loss_agg": (algo.loss_agg, list(LOSS_AGG_NAMES)),
-        "algo.entropy_bonus": (algo.entropy_bonus, ["full", "sampled"]),
-        "model.dtype": (cfg.model.dtype, ["auto", "float32", "bfloat16", "float16"]),
-        "model.attn_implementation": (cfg.model.attn_implementation, ["auto", "flash_attention_2", "sdpa", "eager"]),
-        "train.vllm_mode": (train.vllm_mode, ["colocate", "server"]),
-        "data.name": (cfg.data.name, group_options("data")),
-        "train.bf16": (str(train.bf16).lower(), ["auto", "true", "false"]),
-        "logging.wandb": (cfg.logging.wandb, ["offline", "online", "disabled"]),
-    }
-    for name, (value, valid) in choices.items():
-        if value not in valid:
-            raise ConfigError(f"{name}={value}: not a valid choice; valid choices: {', '.join(valid)}")
     g = algo.rollouts_per_prompt
     if algo.estimator == "grpo" and g < 2:
         raise ConfigError(
             f"algo.rollouts_per_prompt={g}: GRPO normalises within a group and needs at least 2 rollouts per prompt"
         )
-    tracker, shaping = algo.tracker, algo.shaping
-    if not 0 < tracker.rho_min <= tracker.rho_max < 1:
+    tracker = algo.tracker
+    if tracker.rho_min > tracker.rho_max:
         raise ConfigError(
-            f"algo.tracker.rho_min={tracker.rho_min}, algo.tracker.rho_max={tracker.rho_max}: "
-            "need 0 < rho_min <= rho_max < 1"
+            f"algo.tracker.rho_min={tracker.rho_min}, algo.tracker.rho_max={tracker.rho_max}: need rho_min <= rho_max"
         )
-    if not 0 <= tracker.v_init <= 1:
-        raise ConfigError(f"algo.tracker.v_init={tracker.v_init}: must be in [0, 1]")
-    if shaping.kappa <= 0:
-        raise ConfigError(f"algo.shaping.kappa={shaping.kappa}: must be > 0 (psi is capped at |A| / kappa)")
-    if algo.cross_modal_kl_coef < 0 or algo.entropy_coef < 0:
-        raise ConfigError("algo.cross_modal_kl_coef and algo.entropy_coef must be >= 0")
-    if shaping.alpha < 0:
-        raise ConfigError(f"algo.shaping.alpha={shaping.alpha}: must be >= 0")
-    positive = {
-        "algo.grpo_eps": algo.grpo_eps,
-        "algo.tracker.target_kl": tracker.target_kl,
-        "algo.tracker.kl_window": tracker.kl_window,
-        "algo.tracker.d_half": tracker.d_half,
-        "algo.tracker.warm_start_rollouts": tracker.warm_start_rollouts,
-        "train.max_steps": train.max_steps,
-        "train.rollouts_per_step": train.rollouts_per_step,
-        "train.lr": train.lr,
-        "train.max_completion_length": train.max_completion_length,
-        "algo.rollouts_per_prompt": g,
-        "model.lora.r": cfg.model.lora.r,
-        "model.lora.alpha": cfg.model.lora.alpha,
-        "train.vllm_gpu_memory_utilization": train.vllm_gpu_memory_utilization,
-        "train.vllm_tensor_parallel_size": train.vllm_tensor_parallel_size,
-    }
-    for name, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{name}={value}: must be positive")
     if train.rollouts_per_step % g:
         raise ConfigError(
             f"train.rollouts_per_step={train.rollouts_per_step} is not a multiple of algo.rollouts_per_prompt={g}"
@@ -176,20 +225,17 @@ def validate(cfg) -> None:
     micro = train.micro_batch_size or minibatch
     if minibatch % micro:
         raise ConfigError(f"train.micro_batch_size={micro} must divide the minibatch size {minibatch}")
-    if not 0 <= algo.clip_low < 1 or algo.clip_high < 0:
-        raise ConfigError(f"algo.clip_low={algo.clip_low} must be in [0, 1) and algo.clip_high >= 0")
     if algo.dual_clip is not None and algo.dual_clip <= 1 + algo.clip_high:
-        raise ConfigError(f"algo.dual_clip={algo.dual_clip} must exceed 1 + algo.clip_high (or be null)")
-    if not 0 <= train.val_temperature:
-        raise ConfigError(f"train.val_temperature={train.val_temperature}: must be >= 0 (0 is greedy)")
-    if train.vllm_gpu_memory_utilization > 1:
-        raise ConfigError(f"train.vllm_gpu_memory_utilization={train.vllm_gpu_memory_utilization}: a fraction of GPU memory, in (0, 1]")
-    if cfg.model.lora.enabled and not cfg.model.lora.target_modules:
+        raise ConfigError(
+            f"algo.dual_clip={algo.dual_clip} must exceed 1 + algo.clip_high = {1 + algo.clip_high:g} (or be null)"
+        )
+    model = cfg.model
+    if model.min_pixels is not None and model.max_pixels is not None and model.min_pixels > model.max_pixels:
+        raise ConfigError(f"model.min_pixels={model.min_pixels} exceeds model.max_pixels={model.max_pixels}")
+    if model.lora.enabled and not model.lora.target_modules:
         raise ConfigError("model.lora.target_modules is empty: name the modules that get adapters (e.g. [q_proj, v_proj])")
-    if cfg.data.max_prompt_tokens is not None and cfg.data.max_prompt_tokens <= 0:
-        raise ConfigError(f"data.max_prompt_tokens={cfg.data.max_prompt_tokens}: must be positive (or null: keep every prompt)")
-    if cfg.model.name_or_path is None and cfg.model.preset != "tiny":
-        raise ConfigError(f"model.name_or_path is null for preset '{cfg.model.preset}'; only 'tiny' is built locally")
+    if model.name_or_path is None and model.preset != "tiny":
+        raise ConfigError(f"model.name_or_path is null for preset '{model.preset}'; only 'tiny' is built locally")
     _validate_launcher(cfg.launcher, micro)
 
 
@@ -197,10 +243,6 @@ def _validate_launcher(launcher, micro: int) -> None:
     """Several processes split each micro-batch evenly (the global batch stays the one configured)."""
     from mssr_cli.config.paths import accelerate_config_path
 
-    if launcher.name not in group_options("launcher"):
-        raise ConfigError(f"launcher.name={launcher.name}: not a valid choice; valid choices: {', '.join(group_options('launcher'))}")
-    if launcher.num_processes is not None and launcher.num_processes < 1:
-        raise ConfigError(f"launcher.num_processes={launcher.num_processes}: must be positive (or null: every GPU)")
     if launcher.name == "none":
         return
     if not launcher.accelerate_config:
