@@ -30,7 +30,7 @@ PAPER_SIDE = ["algo.loss_agg=micro_token_mean", "algo.kl_bias_correction=false",
               "algo.kl_coef=0.01", "train.rollouts_per_step=32", "train.minibatch_size=16", "train.micro_batch_size=4"]
 
 
-def build_trainer(overrides: list[str]):
+def build_trainer(overrides: list[str], out_dir):
     from mssr_cli.data.registry import load_split
     from mssr_cli.models.loading import load_policy
     from mssr_cli.training.reward_funcs import REWARD_FUNCS
@@ -39,9 +39,7 @@ def build_trainer(overrides: list[str]):
 
     cfg = compose([*overrides, "data.train_limit=32", "logging.wandb=disabled"])
     model, processor = load_policy(cfg.model, cfg.data)
-    import tempfile
-
-    args = grpo_args(cfg, tempfile.mkdtemp())
+    args = grpo_args(cfg, str(out_dir))
     trainer = RLTrainer(model=model, reward_funcs=REWARD_FUNCS, args=args, train_dataset=load_split(cfg.data, "train"),
                         processing_class=processor, algo_cfg=cfg.algo)
     trainer.model.train()
@@ -113,8 +111,8 @@ def formula_grad(logp, **kw):
 
 
 @pytest.fixture(scope="module")
-def mvsr_trainer(tiny_policy_path):
-    return build_trainer(["algo=mvsr", *PAPER_SIDE])
+def mvsr_trainer(tiny_policy_path, tmp_path_factory):
+    return build_trainer(["algo=mvsr", *PAPER_SIDE], tmp_path_factory.mktemp("mvsr"))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -153,9 +151,9 @@ def test_trls_defaults_would_differ(mvsr_trainer, monkeypatch):
     assert abs(loss.item() - want.item()) > 1e-4
 
 
-def test_mssr_shaped_loss_equals_the_reference_formula(tiny_policy_path, monkeypatch):
+def test_mssr_shaped_loss_equals_the_reference_formula(tiny_policy_path, monkeypatch, tmp_path):
     """MSSR: A'_t = A + min(alpha H_t, |A| / kappa) inside the same loss (full entropy of the forward pass)."""
-    trainer, _ = build_trainer(["algo=mssr", *PAPER_SIDE, "algo.shaping.alpha=0.3", "algo.shaping.kappa=1.7"])
+    trainer, _ = build_trainer(["algo=mssr", *PAPER_SIDE, "algo.shaping.alpha=0.3", "algo.shaping.kappa=1.7"], tmp_path)
     inputs, logp, entropy = micro_batch(5)
     mask = inputs["completion_mask"].float()
     got, got_grad = seam_loss(trainer, inputs, logp, entropy, monkeypatch)
@@ -167,9 +165,9 @@ def test_mssr_shaped_loss_equals_the_reference_formula(tiny_policy_path, monkeyp
     torch.testing.assert_close(got_grad, want_grad, atol=1e-6, rtol=0)
 
 
-def test_sampled_entropy_bonus_equals_the_reference(tiny_policy_path, monkeypatch):
+def test_sampled_entropy_bonus_equals_the_reference(tiny_policy_path, monkeypatch, tmp_path):
     """The entropy_loss ablation with entropy_bonus=sampled: loss - coef * token mean of -p log p (with grad) / GA."""
-    trainer, _ = build_trainer(["algo=mvsr", *PAPER_SIDE, "algo.entropy_coef=0.05", "algo.entropy_bonus=sampled"])
+    trainer, _ = build_trainer(["algo=mvsr", *PAPER_SIDE, "algo.entropy_coef=0.05", "algo.entropy_bonus=sampled"], tmp_path)
     inputs, logp, entropy = micro_batch(3)
     mask = inputs["completion_mask"].float()
     got, got_grad = seam_loss(trainer, inputs, logp, entropy, monkeypatch)

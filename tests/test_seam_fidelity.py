@@ -189,3 +189,13 @@ def test_sampled_entropy_branch_shapes_with_the_rollout_policys_sampled_token(tm
         adv = call["adv"][:, None].expand_as(h)
         expected = (adv + torch.minimum(0.7 * h, adv.abs() / 1.5)) * mask
         torch.testing.assert_close(call["result"], expected, atol=1e-6, rtol=0)
+
+
+def test_tracker_kl_without_a_kl_loss_under_lora(tmp_path_factory, tiny_policy_path):
+    """LoRA keeps no reference copy: the tracker's own pass is the base with the adapters off (as TRL's)."""
+    # no LoRA dropout: the loss's forward pass then gives exactly the rollout policy's log-probs
+    rec = record_run(tmp_path_factory, ["algo=mvsr", "algo.kl_coef=0", "model.lora.enabled=true", "model.lora.r=8",
+                                        "model.lora.dropout=0", "train.lr=1e-2", *SHORT])
+    assert len(rec.updates) == 2 and rec.finishes[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # adapters start at zero
+    assert rec.finishes[1]["kl"] > 1e-3  # one update later the adapted policy has moved from the base
+    assert all("tracker/ref_pass_seconds" in line for line in rec.lines)

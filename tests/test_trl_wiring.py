@@ -32,29 +32,23 @@ def bf16_flags(monkeypatch):
 def expected_fields(recipe: str, algo: str, processes: int) -> dict:
     """GRPOConfig fields the recipe must produce (ALGORITHMS.md and the reference code; tiny: conf/recipe/tiny.yaml)."""
     grpo = algo == "grpo"
-    if recipe == "default":
-        return {
-            "learning_rate": 5e-4, "weight_decay": 0.01, "max_grad_norm": 1.0 if grpo else 0.5,
-            "lr_scheduler_type": "constant", "beta": 0.05, "epsilon": 0.2, "epsilon_high": 0.3, "delta": 3.0,
-            "loss_type": "dapo", "use_bias_correction_kl": True, "vllm_importance_sampling_correction": True,
-            "entropy_coef": 0.0, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": None,
-            "repetition_penalty": 1.0, "max_completion_length": 12, "num_generations": 8 if grpo else 1,
-            "generation_batch_size": 128, "per_device_train_batch_size": 128, "gradient_accumulation_steps": 1,
-            "max_steps": 200, "save_steps": 50, "logging_steps": 1, "num_iterations": 1, "use_vllm": False,
-            "gradient_checkpointing": False, "seed": 0,
-        }
-    updates = 2 if grpo else 16  # mini-batch 1024 (GRPO) / 128 (single rollout) of 2048 rollouts
-    return {
-        "learning_rate": 1e-6, "weight_decay": 0.01, "max_grad_norm": 1.0 if grpo else 0.5,
-        "lr_scheduler_type": "constant", "beta": 0.01, "epsilon": 0.2, "epsilon_high": 0.3, "delta": 3.0,
-        "loss_type": "bnpo", "use_bias_correction_kl": False, "vllm_importance_sampling_correction": False,
-        "entropy_coef": 0.0, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": None,
-        "repetition_penalty": 1.0, "max_completion_length": 4096, "num_generations": 8 if grpo else 1,
-        "generation_batch_size": 2048, "per_device_train_batch_size": 32 // processes,
-        "gradient_accumulation_steps": (1024 if grpo else 128) // 32, "max_steps": 150 * updates,
-        "save_steps": 5 * updates, "logging_steps": updates, "num_iterations": 1, "use_vllm": True,
-        "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.6, "gradient_checkpointing": True, "seed": 0,
+    shared = {  # the paper's loss and sampling, at both scales
+        "weight_decay": 0.01, "max_grad_norm": 1.0 if grpo else 0.5, "lr_scheduler_type": "constant",
+        "epsilon": 0.2, "epsilon_high": 0.3, "delta": 3.0, "entropy_coef": 0.0, "temperature": 1.0, "top_p": 1.0,
+        "top_k": 0, "min_p": None, "repetition_penalty": 1.0, "num_generations": 8 if grpo else 1,
+        "num_iterations": 1, "seed": 0,
     }
+    if recipe == "default":
+        return {**shared, "learning_rate": 5e-4, "beta": 0.05, "loss_type": "dapo", "use_bias_correction_kl": True,
+                "vllm_importance_sampling_correction": True, "max_completion_length": 12, "generation_batch_size": 128,
+                "per_device_train_batch_size": 128, "gradient_accumulation_steps": 1, "max_steps": 200,
+                "save_steps": 50, "logging_steps": 1, "use_vllm": False, "gradient_checkpointing": False}
+    updates = 2 if grpo else 16  # mini-batch 1024 (GRPO) / 128 (single rollout) of 2048 rollouts
+    return {**shared, "learning_rate": 1e-6, "beta": 0.01, "loss_type": "bnpo", "use_bias_correction_kl": False,
+            "vllm_importance_sampling_correction": False, "max_completion_length": 4096, "generation_batch_size": 2048,
+            "per_device_train_batch_size": 32 // processes, "gradient_accumulation_steps": (1024 if grpo else 128) // 32,
+            "max_steps": 150 * updates, "save_steps": 5 * updates, "logging_steps": updates, "use_vllm": True,
+            "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.6, "gradient_checkpointing": True}
 
 
 @pytest.mark.parametrize("algo", ALGOS)

@@ -6,6 +6,7 @@ anything heavy. Each field's ``help`` is its one-line documentation (shown by ``
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -296,14 +297,10 @@ def _leaves(cls, prefix: str) -> list[Leaf]:
     return out
 
 
-_LEAVES: dict[str, Leaf] = {}
-
-
+@functools.cache
 def leaves() -> dict[str, Leaf]:
     """Every key of the config (dotted) -> its Leaf, in schema order."""
-    if not _LEAVES:
-        _LEAVES.update((leaf.dotted, leaf) for leaf in _leaves(RootConfig, ""))
-    return _LEAVES
+    return {leaf.dotted: leaf for leaf in _leaves(RootConfig, "")}
 
 
 def field_help(dotted: str) -> str:

@@ -15,26 +15,26 @@ import contextlib
 TOKEN_KEYS = ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")
 
 
-def sampling_config(max_new_tokens: int, temperature: float, top_p: float = 1.0, **token_ids):
+def sampling_config(max_new_tokens: int, temperature: float, top_p: float = 1.0):
     """A ``GenerationConfig`` that samples at ``temperature`` and ``top_p`` and nothing else
     (greedy when ``temperature`` is 0); every filter and penalty is set to its no-op value."""
     from transformers import GenerationConfig
 
-    sample = temperature > 0
+    # penalties act in greedy decoding too; the sampling filters only when sampling (set for greedy,
+    # transformers warns that they are ignored)
+    no_ops = dict(repetition_penalty=1.0, no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, num_beams=1)
+    if temperature <= 0:
+        return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, **no_ops)
     return GenerationConfig(
         max_new_tokens=max_new_tokens,
-        do_sample=sample,
-        temperature=temperature if sample else 1.0,
-        top_p=top_p if sample else 1.0,
+        do_sample=True,
+        temperature=temperature,
+        top_p=top_p,
         top_k=0,  # 0: no top-k filter (None would fall back to the checkpoint's, then to 50)
         typical_p=1.0,
         epsilon_cutoff=0.0,
         eta_cutoff=0.0,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        encoder_no_repeat_ngram_size=0,
-        num_beams=1,
-        **token_ids,
+        **no_ops,
     )
 
 

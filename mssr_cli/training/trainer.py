@@ -241,8 +241,7 @@ class RLTrainer(GRPOTrainer):
 
     def _shaped_advantages(self, inputs: dict, per_token_logps: torch.Tensor, entropies: torch.Tensor) -> torch.Tensor:
         """(B, T) advantages the loss trains on: A broadcast to tokens, plus psi for MSSR (eq. psi_t)."""
-        mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
-        mask = mask.float()  # [B, T]
+        mask = self._response_mask(inputs).float()  # [B, T]
         adv = inputs["advantages"]
         adv = (adv.unsqueeze(1) if adv.dim() == 1 else adv).expand_as(per_token_logps)  # [B, T]
         stats = self._stats

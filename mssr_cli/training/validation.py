@@ -40,10 +40,9 @@ def generate_answers(model, processor, dataset, batch_size: int = 64, max_new_to
     outputs: list[str] = []
     try:
         # exactly the given sampling settings: nothing from the checkpoint's generation_config
+        # (the neutral config keeps the checkpoint's token ids, which generate fills in from it)
         with torch.inference_mode(), neutral_generation_config(model):
-            tokens = {k: getattr(model.generation_config, k) for k in ("eos_token_id", "pad_token_id")
-                      if getattr(model.generation_config, k, None) is not None}
-            config = sampling_config(max_new_tokens, temperature, top_p, **tokens)
+            config = sampling_config(max_new_tokens, temperature, top_p)
             for batch in batches(dataset, batch_size):
                 texts = chat_texts(processor, batch["prompt"])
                 inputs = processor(images=[[im] for im in batch["image"]], text=texts, padding=True, return_tensors="pt")
