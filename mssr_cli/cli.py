@@ -76,12 +76,17 @@ def train(
     # launcher=ddp|zero2|zero3: re-run this command under `accelerate launch` and exit with its status
     launch_if_asked(cfg, launch_overrides, run_dir, resume, False, stdout_console())
     from mssr_cli.data.sources import DataSourceError
+    from mssr_cli.fileio import describe_os_error
+    from mssr_cli.training.run_folder import RunFolderError
+    from mssr_cli.training.run_lock import RunFolderBusy
     from mssr_cli.training.runner import run_training
 
     try:
         run_training(cfg, overrides, run_dir)
-    except DataSourceError as err:  # a bad row or a missing file: one line naming it, no traceback
+    except (DataSourceError, RunFolderError, RunFolderBusy) as err:  # bad data, a folder in use or of another run
         fail(str(err))
+    except OSError as err:  # disk full, a read-only folder: what and where, one line
+        fail(describe_os_error(err))
 
 
 @app.command(epilog=_groups_help())
@@ -101,6 +106,7 @@ def ablate(
     from mssr_cli.config.compose import ConfigError
     from mssr_cli.console import fail, stdout_console
     from mssr_cli.experiments.ablate import run_ablation
+    from mssr_cli.reporting.compare import CompareError
 
     if no_shaping and variants:
         fail("--no-shaping and --variants: give one of them")
@@ -109,6 +115,8 @@ def ablate(
         run_ablation(list(overrides or []), chosen, seeds, out, dry_run, stdout_console())
     except ConfigError as err:
         fail(str(err))
+    except CompareError as err:  # the runs are on disk; only the comparison had nothing to compare
+        fail(f"compare after the runs: {err}")
 
 
 @app.command("eval")
@@ -123,19 +131,20 @@ def evaluate(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer in tokens.")] = 1024,
     temperature: Annotated[float, typer.Option("--temperature", help="0 = greedy.")] = 0.0,
     judge_url: Annotated[str | None, typer.Option("--judge-url", help="OpenAI-compatible endpoint that extracts answers the rules cannot (off by default).")] = None,
+    judge_timeout: Annotated[float, typer.Option("--judge-timeout", help="Seconds one judge call may take; a failed call leaves the item to the rules, and 3 failures in a row stop asking the judge.")] = 30.0,
 ) -> None:
     """Evaluate a model on multimodal math benchmarks (lm-eval tasks), judge-free.
 
     Writes a table, summary.json and one samples_<benchmark>.jsonl per benchmark (id, prompt,
     response, extracted answer, gold, correct). Offline: --data-dir with local copies made by
-    `huggingface-cli download <id> --repo-type dataset --local-dir DIR/NAME`."""
+    `hf download <id> --repo-type dataset --local-dir DIR/NAME`."""
     from mssr_cli.console import fail
     from mssr_cli.evaluation import EvalError, run_eval
 
     try:
         run_eval([b.strip() for b in benchmarks.split(",") if b.strip()], model, limit=limit, data_dir=data_dir,
                  batch_size=batch_size, backend=backend, out=out, max_new_tokens=max_new_tokens,
-                 temperature=temperature, judge_url=judge_url)
+                 temperature=temperature, judge_url=judge_url, judge_timeout=judge_timeout)
     except (EvalError, ValueError) as err:
         fail(str(err))
 
@@ -176,6 +185,7 @@ def sweep(
     from mssr_cli.config.compose import ConfigError
     from mssr_cli.console import fail, stdout_console
     from mssr_cli.experiments.sweep import load_sweep, run_local_sweep
+    from mssr_cli.reporting.compare import CompareError
 
     try:
         if not local:
@@ -185,6 +195,8 @@ def sweep(
         run_local_sweep(file, max_runs, out, dry_run, stdout_console(), list(overrides or []))
     except ConfigError as err:
         fail(str(err))
+    except CompareError as err:  # the runs are on disk; only the comparison had nothing to compare
+        fail(f"compare after the runs: {err}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Hub and local data presets: small local copies in each dataset's real schema, read by the same loader.
 
 vision_r1 and geometry3k copies are parquet files laid out as their Hub repositories are (what
-``huggingface-cli download --local-dir`` leaves), read with ``load_dataset(folder, split=...)``, the
+``hf download --local-dir`` leaves), read with ``load_dataset(folder, split=...)``, the
 call the Hub id gets; ``local`` reads JSONL/parquet files. Every test checks the common columns
 (prompt, image, answer, id) that training uses.
 """
@@ -170,7 +170,7 @@ def test_local_jsonl_with_relative_image_paths_and_a_validation_file(tmp_path):
     # image_root: paths relative to another folder
     moved = tmp_path / "elsewhere"
     (tmp_path / "mine" / "imgs").rename(moved)
-    with pytest.raises(DataSourceError, match=r"train rows of .*train.jsonl, row 0, column 'image': image file not found: .*imgs"):
+    with pytest.raises(DataSourceError, match=r"train.jsonl line 1, column 'image': image file not found: .*imgs"):
         load_split(cfg, "train")
     with pytest.raises(DataSourceError, match=r"2 bad row\(s\) of 2"):  # skipping every row leaves nothing: still an error
         load_split(data_cfg("data=local", f"data.path={train_file}", f"data.val_path={val_file}", *cols,
@@ -271,7 +271,7 @@ def test_configuration_mistakes_name_the_key(tmp_path, monkeypatch):
     with pytest.raises(DataSourceError, match=r"no .parquet, .jsonl or .json files"):
         load_split(data_cfg("data=local", f"data.path={tmp_path}/v/*.csv"), "train")
     monkeypatch.setattr("mssr_cli.evaluation.sources.hub_worth_trying", lambda: False)
-    with pytest.raises(DataSourceError, match=r"huggingface-cli download hiyouga/geometry3k .*data.path=DIR"):
+    with pytest.raises(DataSourceError, match=r"hf download hiyouga/geometry3k .*data.path=DIR"):
         load_split(data_cfg("data=geometry3k"), "train")
 
 

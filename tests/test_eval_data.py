@@ -1,6 +1,6 @@
 """Every benchmark from a tiny local copy in its Hub repository's layout and schema.
 
-``write_local_copy(name, data_dir)`` writes what ``huggingface-cli download <id> --repo-type
+``write_local_copy(name, data_dir)`` writes what ``hf download <id> --repo-type
 dataset --local-dir DIR/<name>`` leaves (file names and column types as each repository stores
 them, see ``mssr_cli/evaluation/benchmarks.py`` for the sources), with 2-3 rows and small
 generated PNG images. The same ``--data-dir`` code path as ``mssr eval`` then loads, prompts and
@@ -319,7 +319,7 @@ def test_missing_data_is_one_line_with_the_download_command(tmp_path, monkeypatc
     assert message.startswith("mathvista: no data:")
     assert f"no folder {tmp_path / 'mathvista'}" in message
     assert "AI4Math/MathVista" in message
-    assert message.endswith(f"huggingface-cli download AI4Math/MathVista --repo-type dataset --local-dir {tmp_path / 'mathvista'}")
+    assert message.endswith(f"hf download AI4Math/MathVista --repo-type dataset --local-dir {tmp_path / 'mathvista'}")
 
 
 def test_missing_split_files_are_named(tmp_path, monkeypatch):
@@ -346,7 +346,7 @@ def test_every_benchmark_has_a_fixture_and_a_download_command():
     assert set(WRITERS) | {"digits"} == set(BENCHMARK_NAMES)
     for name in WRITERS:
         assert download_command(BENCHMARKS[name], "/d") == (
-            f"huggingface-cli download {BENCHMARKS[name].hub_id} --repo-type dataset --local-dir /d/{name}"
+            f"hf download {BENCHMARKS[name].hub_id} --repo-type dataset --local-dir /d/{name}"
         )
 
 

@@ -85,6 +85,18 @@ def test_two_processes_train_like_one(tmp_path, tiny_policy_path):
     assert (checkpoint / "rng_state_0.pth").exists() and (checkpoint / "rng_state_1.pth").exists()
     assert not list((two / "checkpoints").glob(".staging/checkpoint-*"))
     assert (two / "summary.json").exists() and (two / "model" / "config.json").exists()
+    assert not (two / ".lock").exists()
+
+    # resuming under 2 processes: rank 0 verifies and chooses the checkpoint, every rank loads that one
+    resumed = _mssr("train", "--resume", str(two), "train.max_steps=4")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming from checkpoint-3 (RL step 3)" in resumed.stdout
+    assert [m["step"] for m in _metrics(two)] == [0, 1, 2, 3, 4]
+    from mssr_cli.training.checkpoints import verify
+
+    assert verify(two / "checkpoints" / "checkpoint-4") is None
+    state = json.loads((two / "checkpoints" / "checkpoint-4" / "mssr_state.json").read_text())
+    assert state["estimator"]["tracker"]["num_updates"] == 4  # the tracker went on, not afresh
 
 
 def _shared_generation_worker(rank: int, world: int, port: int, model_path: str, out_dir: str) -> None:

@@ -36,7 +36,7 @@ def expected_fields(recipe: str, algo: str, processes: int) -> dict:
         "weight_decay": 0.01, "max_grad_norm": 1.0 if grpo else 0.5, "lr_scheduler_type": "constant",
         "epsilon": 0.2, "epsilon_high": 0.3, "delta": 3.0, "entropy_coef": 0.0, "temperature": 1.0, "top_p": 1.0,
         "top_k": 0, "min_p": None, "repetition_penalty": 1.0, "num_generations": 8 if grpo else 1,
-        "num_iterations": 1, "seed": 0,
+        "num_iterations": 1, "seed": 0, "trust_remote_code": False,
     }
     if recipe == "default":
         return {**shared, "learning_rate": 5e-4, "beta": 0.05, "loss_type": "dapo", "use_bias_correction_kl": True,
@@ -91,6 +91,7 @@ DISTINCT = {  # override -> (GRPOConfig field, value it must hold); every value 
     "train.vllm_server_port=8123": ("vllm_server_port", 8123),
     "train.vllm_server_timeout=123.0": ("vllm_server_timeout", 123.0),
     "model.gradient_checkpointing=true": ("gradient_checkpointing", True),
+    "model.trust_remote_code=true": ("trust_remote_code", True),
     "seed=7": ("seed", 7),
 }
 

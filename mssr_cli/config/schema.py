@@ -153,6 +153,7 @@ class ModelConfig:
     freeze_vision: bool = key(False, "freeze the vision tower (the paper trains it)")
     attn_implementation: str = key("auto", "attention kernel: auto (flash_attention_2 when installed on a GPU, else sdpa) | flash_attention_2 | sdpa | eager", choices=("auto", "flash_attention_2", "sdpa", "eager"))
     gradient_checkpointing: bool = key(False, "recompute activations in the backward pass: less memory, about 30% more compute (real presets: on; it only slows the tiny model)")
+    trust_remote_code: bool = key(False, "run Python code shipped in the model's repository when loading it (only for a model that needs it: Qwen2-VL and Qwen2.5-VL do not)")
     lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "LoRA adapters through PEFT (fewer GPUs)"})
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig, metadata={"help": "tiny model warm start"})
 
@@ -165,7 +166,7 @@ class DataConfig:
     train_limit: int | None = key(None, "use only the first N training rows (null: all)", ge=1)
     val_limit: int | None = key(None, "validate on only the first N validation rows (null: all)", ge=1)
     hub_id: str | None = key(None, "Hugging Face dataset id read with datasets.load_dataset (null: local files in data.path)")
-    path: str | None = key(None, "local data: with hub_id, a local copy of that dataset (huggingface-cli download --local-dir); else a parquet/JSONL file, folder or glob")
+    path: str | None = key(None, "local data: with hub_id, a local copy of that dataset (hf download --local-dir); else a parquet/JSONL file, folder or glob")
     val_path: str | None = key(None, "validation parquet/JSONL file, folder or glob (null: val_split of the dataset; local files: num_val rows held out)")
     train_split: str = key("train", "split of the dataset used for training")
     val_split: str = key("validation", "split of the dataset used for validation")

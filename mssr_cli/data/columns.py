@@ -2,7 +2,7 @@
 
 Source columns (named by ``data.question_column``, ``data.answer_column``, ``data.image_column``):
 the question text (``<image>`` placeholders removed: TRL inserts the image itself), the gold answer
-(anything ``str()`` turns into the answer text) and the image (any form ``mssr_cli.data.images``
+(text, or a number ``str()`` turns into the answer text) and the image (any form ``mssr_cli.data.images``
 accepts). Common columns (``mssr_cli.data.prompts``): ``prompt`` (the paper's think-then-box
 conversational prompt), ``image`` (encoded image; a PIL image when read), ``answer`` (string),
 ``id`` (the row index in the source split, assigned by the caller).
@@ -48,17 +48,23 @@ def clean_question(text: str) -> str:
 def common_row(raw: dict, columns: ColumnMap, image_root: Path | None, check_image: bool = True) -> dict:
     """``prompt``, ``image`` and ``answer`` of one source row; raises ``BadRow`` naming the column."""
     question = raw.get(columns.question)
-    if question is None or not clean_question(str(question)):
+    if question is not None and not isinstance(question, str):
+        raise BadRow(columns.question, "question not text", f"question not text ({type(question).__name__})")
+    if question is None or not clean_question(question):
         raise BadRow(columns.question, "missing question")
     answer = raw.get(columns.answer)
-    if answer is None or not str(answer).strip():
+    # A number is an answer (files often store 12, not "12"); a list or dict is not one answer.
+    if answer is not None and (isinstance(answer, bool) or not isinstance(answer, (str, int, float))):
+        kind = "answer not text or a number"
+        raise BadRow(columns.answer, kind, f"{kind} ({type(answer).__name__})")
+    if answer is None or answer != answer or not str(answer).strip():  # answer != answer: NaN, pandas' empty cell
         raise BadRow(columns.answer, "empty answer")
     try:
         image = image_value(raw.get(columns.image), image_root, check=check_image)
     except BadImage as err:
         raise BadRow(columns.image, err.kind, str(err)) from None
     return {
-        "prompt": think_boxed_prompt(clean_question(str(question))),
+        "prompt": think_boxed_prompt(clean_question(question)),
         "image": image,
         "answer": str(answer).strip(),
     }

@@ -13,6 +13,7 @@ re-encoded, and a file is read only when a row is used.
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 
@@ -34,9 +35,10 @@ def first_image(value):
 def image_value(value, image_root: Path | None, check: bool = True) -> dict:
     """``value`` (any accepted form, or a list of them) as ``{"bytes": ..., "path": ...}``.
 
-    With ``check``, the image is opened and verified (header and, for PNG, checksums; much cheaper
-    than decoding every pixel), so an unreadable image fails here, naming its row, rather than
-    in the middle of a training step. Raises ``BadImage``.
+    With ``check``, the image is opened and checked (PNG: every chunk's checksum, much cheaper than
+    decoding; other formats: decoded, JPEG at 1/8 scale), and one over PIL's decompression-bomb
+    pixel limit is refused before any decoding, so a truncated, unreadable or huge image fails
+    here, naming its row, rather than in the middle of a training step. Raises ``BadImage``.
     """
     from PIL import Image
 
@@ -64,7 +66,7 @@ def image_value(value, image_root: Path | None, check: bool = True) -> dict:
             raise BadImage("no image", " (empty path)")
         cell = {"bytes": None, "path": _resolve(value, image_root)}
     else:
-        raise BadImage("not an image", f": a {type(value).__name__}")
+        raise BadImage("not an image", f" ({type(value).__name__})")
     if check:
         _verify(cell)
     return cell
@@ -84,9 +86,22 @@ def _verify(cell: dict) -> None:
     path = cell["path"]
     if path is not None and not Path(path).is_file():
         raise BadImage("image file not found", f": {path}")
+    where = f" {path}" if path else ""
     try:
-        with Image.open(io.BytesIO(cell["bytes"]) if path is None else path) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:  # PIL raises all of these
-        where = f" {path}" if path else ""
-        raise BadImage("unreadable image", f"{where} ({type(err).__name__}: {' '.join(str(err).split())[:80]})") from None
+        with warnings.catch_warnings():
+            # PIL only warns between MAX_IMAGE_PIXELS and twice that; over the limit is a bad row, never decoded
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(cell["bytes"]) if path is None else path) as image:
+                if image.format == "PNG":
+                    image.verify()  # every chunk's checksum up to IEND: finds truncation without decoding pixels
+                else:  # verify() checks nothing for JPEG and most formats; decode (JPEG at 1/8 scale, ~1 ms)
+                    image.draft(image.mode, (1, 1))
+                    image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise BadImage("image too large", f"{where} ({' '.join(str(err).split())})") from None
+    except Exception as err:  # PIL raises many types on broken bytes (OSError, SyntaxError, EOFError, ...)
+        if isinstance(err, UnidentifiedImageError):  # its text is the file's repr: the path is named, a buffer is noise
+            text = "cannot identify image: unknown format or broken header"
+        else:
+            text = " ".join(str(err).split())[:80]
+        raise BadImage("unreadable image", f"{where} ({type(err).__name__}: {text})") from None

@@ -3,7 +3,7 @@
 Where a split's rows come from (``data.*`` keys):
 
 - ``hub_id`` set (``vision_r1``, ``geometry3k``): ``datasets.load_dataset(hub_id, split=...)``; with
-  ``path`` set too, ``path`` is a local copy of that repository (``huggingface-cli download <id>
+  ``path`` set too, ``path`` is a local copy of that repository (``hf download <id>
   --repo-type dataset --local-dir DIR``) read the same way, ``load_dataset(DIR, split=...)``, so the
   split's files are found by the repository's own layout and keep its feature types.
 - ``hub_id`` null (``local``): ``path`` names parquet or JSONL files (one file, a folder's files, or
@@ -13,17 +13,21 @@ Where a split's rows come from (``data.*`` keys):
 
 Every row is then mapped (``mssr_cli.data.columns``) to the common columns; ``id`` is the row's
 index in its source split (or file list), so it is stable across runs, limits and skipped rows.
-A bad row fails with a one-line ``DataSourceError`` naming the row and column, or, with
-``data.skip_bad_rows``, is dropped and counted in a one-line console note.
+A bad row (a JSON line that does not parse, a question that is not text, an answer that is not
+text or a number, an image that is missing, truncated, unreadable or over PIL's decompression-bomb
+limit) fails with a one-line ``DataSourceError`` naming the file, the row (JSON Lines: the 1-based
+line) and the column, or, with ``data.skip_bad_rows``, is dropped and counted in a one-line note.
 """
 
 from __future__ import annotations
 
 import glob
+import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from mssr_cli.data import json_lines
 from mssr_cli.data.columns import BadRow, ColumnMap, common_row
 
 SPLIT_SEED = 1234  # fixed: a held-out validation split is part of the data, not of a run
@@ -42,6 +46,12 @@ class RawSplit:
     ids: list[int]  # source row index of each row used (after limits / held-out validation)
     image_root: Path | None  # where relative image paths resolve
     label: str  # e.g. "train split of Osilly/Vision-R1-rl", for messages
+    files: list[Path] = field(default_factory=list)  # local files in read order, to name a row's file (empty: Hub)
+    unparsed: dict[int, tuple[str, str]] = field(default_factory=dict)  # row -> (kind, why): lines read as nulls
+
+    def where(self, row: int) -> str:
+        """Source row ``row`` for a message: ``FILE line N`` (JSON Lines), ``FILE row N``, else ``LABEL, row N``."""
+        return locate_row(self.files, row) or f"{self.label}, row {row}"
 
 
 def load_source_split(data_cfg, split: str):
@@ -51,12 +61,14 @@ def load_source_split(data_cfg, split: str):
         raise ValueError(f"data={data_cfg.name} has splits 'train' and 'validation', not {split!r}")
     import datasets
 
-    bars = datasets.is_progress_bar_enabled()
+    bars, verbosity = datasets.is_progress_bar_enabled(), datasets.logging.get_verbosity()
     datasets.disable_progress_bars()  # a bar per load and map would break the run's own progress display
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its "Failed to read file" errors: ours name the row
     try:
         raw = read_split(data_cfg, split)
         return to_common(raw, data_cfg)
     finally:
+        datasets.logging.set_verbosity(verbosity)
         if bars:
             datasets.enable_progress_bars()
 
@@ -67,8 +79,9 @@ def read_split(data_cfg, split: str) -> RawSplit:
     limit = data_cfg.train_limit if split == "train" else data_cfg.val_limit
     if split == "validation" and data_cfg.val_path:
         files = data_files(data_cfg.val_path, "data.val_path")
-        rows = _load_files(files, "data.val_path", data_cfg.val_path)
-        raw = RawSplit(rows, list(range(len(rows))), root or files[0].parent, f"validation files {data_cfg.val_path}")
+        rows, unparsed = _load_files(files, "data.val_path", data_cfg.val_path)
+        raw = RawSplit(rows, list(range(len(rows))), root or files[0].parent, f"validation files {data_cfg.val_path}",
+                       files, unparsed)
     elif data_cfg.hub_id:
         split_name = data_cfg.train_split if split == "train" else data_cfg.val_split
         rows = _load_hub(data_cfg, split_name, "data.train_split" if split == "train" else "data.val_split")
@@ -77,12 +90,12 @@ def read_split(data_cfg, split: str) -> RawSplit:
         raw = RawSplit(rows, list(range(len(rows))), root or local_root, f"{split_name} split of {where}")
     elif data_cfg.path:
         files = data_files(data_cfg.path, "data.path")
-        rows = _load_files(files, "data.path", data_cfg.path)
+        rows, unparsed = _load_files(files, "data.path", data_cfg.path)
         ids = list(range(len(rows)))
         if not data_cfg.val_path:
             ids = held_out(len(rows), data_cfg.num_val, split)
         which = split if not data_cfg.val_path else "train"
-        raw = RawSplit(rows, ids, root or files[0].parent, f"{which} rows of {data_cfg.path}")
+        raw = RawSplit(rows, ids, root or files[0].parent, f"{which} rows of {data_cfg.path}", files, unparsed)
     else:
         raise DataSourceError(
             f"data={data_cfg.name}: data.path is null and there is no data.hub_id; "
@@ -127,20 +140,115 @@ def data_files(spec: str, key: str) -> list[Path]:
 
 
 def _load_files(files: list[Path], key: str, spec: str):
+    """``(rows, unparsed)``: the files' rows as one ``datasets.Dataset``, and {row: (kind, why)} for JSON
+    lines that do not parse (read as rows of nulls, so the rest keep their row numbers)."""
     import datasets
 
     kind = FILE_FORMATS[files[0].suffix.lower()]
     try:
-        return datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train")
+        return datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train"), {}
     except Exception as err:  # pyarrow and json parsers raise many types; each is a bad file here
-        raise DataSourceError(f"{key}={spec}: cannot read it as {kind}: {_brief(err)}") from None
+        if kind == "json":
+            return _reload_json(files, key, spec)
+        problem = parquet_file_problem(files) or f"cannot read it as {kind}: {_brief(err)}"
+        raise DataSourceError(f"{key}={spec}: {problem}") from None
+
+
+def _reload_json(files: list[Path], key: str, spec: str):
+    """After a failed read: the JSON files read again from copies whose malformed lines are rows of nulls,
+    with those rows returned as unparsed; or one line naming the first malformed line."""
+    import datasets
+
+    bad_lines, unparsed, offset = {}, {}, 0
+    for path in files:
+        if json_lines.is_document(path):  # one list of rows: nothing to skip, so name where it breaks
+            if problem := json_lines.document_problem(path):
+                raise DataSourceError(f"{key}={spec}: {path} line {problem[0]}: {problem[1]}")
+            offset += len(locate_positions(path)[1])
+            continue
+        bad_lines[path] = json_lines.bad_lines(path)
+        for row, (_, why) in bad_lines[path].items():
+            unparsed[offset + row] = ("malformed JSON line", why)
+        offset += len(json_lines.row_lines(path))
+    first = next((f"{path} line {line}: {why}" for path, bad in bad_lines.items() for line, why in bad.values()), "")
+    if unparsed and len(unparsed) == offset:
+        raise DataSourceError(f"{key}={spec}: no line is a JSON object ({first})")
+    with tempfile.TemporaryDirectory() as tmp:  # read into memory, so tmp can go
+        copies = [Path(tmp) / f"{index}-{path.name}" for index, path in enumerate(files)]
+        for path, copy in zip(files, copies):
+            if path in bad_lines:
+                json_lines.copy_without(path, {line for line, _ in bad_lines[path].values()}, copy)
+            else:
+                copy.write_bytes(path.read_bytes())
+        try:
+            rows = datasets.load_dataset("json", data_files=[str(c) for c in copies], split="train",
+                                         cache_dir=str(Path(tmp) / "cache"), keep_in_memory=True)
+        except Exception as err:
+            what = f"{first}; without such lines it still cannot be read" if first else "cannot read it as json"
+            raise DataSourceError(f"{key}={spec}: {what}: {_brief(err)}") from None
+    return rows, unparsed
+
+
+def parquet_file_problem(files: list[Path]) -> str | None:
+    """Which of ``files`` cannot join the others, and why: not readable as parquet, or columns whose names or
+    types cannot be cast to the first file's (the check ``datasets`` makes when it reads them). None if none."""
+    import pyarrow.parquet as pq
+    from datasets.table import table_cast
+
+    schemas = []
+    for path in files:
+        try:
+            schemas.append(pq.read_schema(path))
+        except Exception as err:  # not parquet, truncated, unreadable
+            return f"{path}: not a readable parquet file ({_brief(err)})"
+    for path, schema in zip(files[1:], schemas[1:]):
+        if set(schema.names) != set(schemas[0].names):
+            return f"{path}: columns {', '.join(schema.names)}, unlike {files[0]} ({', '.join(schemas[0].names)})"
+        for name in schemas[0].names:
+            try:  # on no rows: only the types count
+                table_cast(schema.empty_table().select([name]), schemas[0].empty_table().select([name]).schema)
+            except Exception:
+                return (f"{path}: column '{name}' is {schema.field(name).type}, which does not cast to "
+                        f"{schemas[0].field(name).type} as in {files[0]}")
+    return None
+
+
+def locate_positions(path: Path) -> tuple[str, list[int] | range] | None:
+    """How rows of ``path`` are named, ``("line", [1-based line of each row])`` for JSON Lines or
+    ``("row", range(rows))``; None for a format whose rows are not counted here (CSV/TSV)."""
+    kind = FILE_FORMATS.get(path.suffix.lower())
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return "row", range(pq.ParquetFile(path).metadata.num_rows)
+    if kind == "json":
+        if json_lines.is_document(path):
+            import json
+
+            return "row", range(len(json.loads(path.read_bytes())))
+        return "line", json_lines.row_lines(path)
+    return None
+
+
+def locate_row(files: list[Path], row: int) -> str | None:
+    """``FILE line N`` (JSON Lines, 1-based) or ``FILE row N`` (0-based, in that file) for row ``row`` of
+    ``files`` read one after another; None when it cannot be told (no files, an uncounted format)."""
+    for path in files:
+        positions = locate_positions(path)
+        if positions is None:
+            return None
+        unit, numbers = positions
+        if row < len(numbers):
+            return f"{path} {unit} {numbers[row]}"
+        row -= len(numbers)
+    return None
 
 
 def _load_hub(data_cfg, split_name: str, split_key: str):
     import datasets
 
     where, hub_id = data_cfg.path, data_cfg.hub_id
-    copy_hint = f"huggingface-cli download {hub_id} --repo-type dataset --local-dir DIR"
+    copy_hint = f"hf download {hub_id} --repo-type dataset --local-dir DIR"
     if where:
         if not Path(where).expanduser().is_dir():
             raise DataSourceError(f"data.path={where}: no such folder (a local copy of {hub_id}, made with: {copy_hint})")
@@ -205,14 +313,16 @@ def to_common(raw: RawSplit, data_cfg):
     rows = _undecoded(rows, columns.image)
     if raw.ids != list(range(len(raw.rows))):
         rows = rows.select(raw.ids)
-    ids, image_root = raw.ids, raw.image_root
+    ids, image_root, unparsed = raw.ids, raw.image_root, raw.unparsed
 
     def convert(row: dict, index: int) -> dict:
         try:
+            if ids[index] in unparsed:  # a JSON line that did not parse, read as a row of nulls
+                raise BadRow("", *unparsed[ids[index]])
             out = {**common_row(row, columns, image_root), "_bad_row": "", "_bad_kind": ""}
         except BadRow as err:
-            out = {"prompt": [], "image": None, "answer": "", "_bad_row": f"column '{err.column}': {err}",
-                   "_bad_kind": f"{err.kind} ({err.column})"}
+            where, kind = (f", column '{err.column}'", f"{err.kind} ({err.column})") if err.column else ("", err.kind)
+            out = {"prompt": [], "image": None, "answer": "", "_bad_row": f"{where}: {err}", "_bad_kind": kind}
         out["id"] = ids[index]
         return out
 
@@ -227,9 +337,10 @@ def to_common(raw: RawSplit, data_cfg):
     if bad and (not data_cfg.skip_bad_rows or len(bad) == len(ids)):  # nothing left is never what was meant
         first = bad[0]
         what = "nothing is left to use" if data_cfg.skip_bad_rows else "data.skip_bad_rows=true skips them"
+        scope = f" in the {raw.label}" if raw.files else ""  # a Hub split's label already opens the message
         raise DataSourceError(
-            f"data={data_cfg.name}: {raw.label}, row {ids[first]}, {problems[first]}; "
-            f"{len(bad)} bad row(s) of {len(ids)} ({what})"
+            f"data={data_cfg.name}: {raw.where(ids[first])}{problems[first]}; "
+            f"{len(bad)} bad row(s) of {len(ids)}{scope} ({what})"
         )
     if bad:
         from mssr_cli.console import stdout_console
@@ -237,7 +348,8 @@ def to_common(raw: RawSplit, data_cfg):
         kinds = Counter(mapped.select(bad)["_bad_kind"])
         why = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
         stdout_console().print(
-            f"data={data_cfg.name}: skipped {len(bad)} of {len(ids)} rows of the {raw.label}: {why}",
+            f"data={data_cfg.name}: skipped {len(bad)} of {len(ids)} rows of the {raw.label}: {why} "
+            f"(first: {raw.where(ids[bad[0]])})",
             markup=False, highlight=False, soft_wrap=True,
         )
         bad_set = set(bad)
@@ -246,5 +358,7 @@ def to_common(raw: RawSplit, data_cfg):
 
 
 def _brief(err: Exception) -> str:
+    if type(err).__name__ == "DatasetGenerationError" and err.__cause__ is not None:
+        err = err.__cause__  # "An error occurred while generating the dataset": the reader's own error says what
     text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__

@@ -6,8 +6,11 @@ scoring is ``Benchmark.grade`` (the training grader). Every benchmark's data is 
 the model loads, so a missing local copy fails in seconds, not after a model download.
 
 Outputs in ``out`` (default ``<run>/eval/`` for a run folder):
-    summary.json              settings, and per benchmark n, correct, accuracy, seconds, source
-    samples_<benchmark>.jsonl one line per item: id, prompt, response, extracted, gold, correct
+    summary.json              settings, and per benchmark n, correct, accuracy, seconds, source (with
+                              --judge-url: the judge's calls, failures and skipped items, overall and
+                              per benchmark; its URL without credentials)
+    samples_<benchmark>.jsonl one line per item: id, prompt, response, extracted, gold, correct (and
+                              judge: answered | none | failed | skipped, for the items it was asked about)
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from types import SimpleNamespace
 from mssr_cli.evaluation.benchmarks import BENCHMARKS, parse_benchmarks
 from mssr_cli.evaluation.errors import ModelLoadError
 from mssr_cli.evaluation.generation import check_backend
+from mssr_cli.evaluation.judge import DEFAULT_TIMEOUT as JUDGE_TIMEOUT
+from mssr_cli.secrets import redact
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 CHUNK_BATCHES = 8  # batches of documents decoded at once: bounded memory on large benchmarks
@@ -47,9 +52,14 @@ class ModelTarget:
 
 
 def resolve_model(model: str) -> ModelTarget:
-    """A run folder (its ``model/``), a Hugging Face model folder, a preset name, or else a Hub id."""
+    """A run folder (its ``model/``), a Hugging Face model folder, a preset name, or else a Hub id.
+
+    A Hub id (also a preset's) is checked to load here in seconds (``ensure_loadable``): offline and
+    not in the Hugging Face cache fails before any data or weights load."""
     from mssr_cli.config.paths import group_options
 
+    if not model.strip():
+        raise ModelLoadError(f"--model is empty; {_MODEL_CHOICES.format(presets=', '.join(group_options('model')))}")
     folder = Path(model).expanduser()
     if folder.is_dir():
         if _is_model_folder(folder / "model"):
@@ -63,14 +73,31 @@ def resolve_model(model: str) -> ModelTarget:
         from mssr_cli.config.compose import compose
 
         cfg = compose([f"model={model}"])
+        if cfg.model.name_or_path:
+            _ensure_loadable(cfg.model.name_or_path, f"cannot load --model {model} ({cfg.model.name_or_path})")
         data = {"image_size": cfg.data.image_size, "num_val": cfg.data.num_val}
         return ModelTarget(model, cfg.model.name_or_path or "", model_cfg=cfg.model, data_cfg=cfg.data, data_options=data)
+    _ensure_loadable(model, f"cannot load --model {model}")
     return ModelTarget(model, model, model_cfg=_path_cfg(model))  # a Hub id: loads only with network or cache
 
 
-def _path_cfg(path: str, dtype: str = "auto", min_pixels=None, max_pixels=None):
+_MODEL_CHOICES = "give a run folder, a model folder, a preset ({presets}) or a Hub id"
+
+
+def _ensure_loadable(name_or_path: str, label: str) -> None:
+    from mssr_cli.config.paths import group_options
+    from mssr_cli.models.loading import ModelNotFoundError, ensure_loadable, looks_like_path
+
+    try:
+        ensure_loadable(name_or_path, label, pass_folder="--model DIR")
+    except ModelNotFoundError as err:
+        choices = f" ({_MODEL_CHOICES.format(presets=', '.join(group_options('model')))})" if looks_like_path(name_or_path) else ""
+        raise ModelLoadError(f"{err}{choices}") from None
+
+
+def _path_cfg(path: str, dtype: str = "auto", min_pixels=None, max_pixels=None, trust_remote_code: bool = False):
     return SimpleNamespace(name_or_path=path, dtype=dtype, min_pixels=min_pixels, max_pixels=max_pixels, freeze_vision=False,
-                           attn_implementation="auto")
+                           attn_implementation="auto", trust_remote_code=trust_remote_code)
 
 
 def _is_model_folder(folder: Path) -> bool:
@@ -87,7 +114,8 @@ def _run_target(label: str, run_dir: Path) -> ModelTarget:
 
     cfg = OmegaConf.load(config)
     model_cfg = _path_cfg(
-        model_dir, cfg.model.get("dtype", "auto"), cfg.model.get("min_pixels"), cfg.model.get("max_pixels")
+        model_dir, cfg.model.get("dtype", "auto"), cfg.model.get("min_pixels"), cfg.model.get("max_pixels"),
+        cfg.model.get("trust_remote_code", False) is True,  # as the run loaded it
     )
     data = {k: cfg.data[k] for k in ("image_size", "num_val") if k in cfg.get("data", {})}
     return ModelTarget(label, model_dir, run_dir=run_dir, model_cfg=model_cfg, data_options=data)
@@ -120,6 +148,10 @@ def _load_model(target: ModelTarget, console):
     try:
         model, processor = load_policy(target.model_cfg, target.data_cfg, console=console)
     except Exception as err:  # not found, no network, not a VLM: one line, with what --model accepts
+        from mssr_cli.models.loading import ModelNotFoundError
+
+        if isinstance(err, ModelNotFoundError):  # already one line naming the fix
+            raise ModelLoadError(f"cannot load --model {target.label}: {err}") from None
         detail = " ".join(str(err).split())[:200] or type(err).__name__
         raise ModelLoadError(
             f"cannot load --model {target.label}: {detail} (give a run folder, a model folder, a preset "
@@ -144,13 +176,15 @@ def run_eval(
     max_new_tokens: int = 1024,
     temperature: float = 0.0,
     judge_url: str | None = None,
+    judge_timeout: float = JUDGE_TIMEOUT,
     console=None,
 ) -> dict:
     """Evaluate ``model`` on ``benchmarks``; prints a table, writes the outputs, returns the summary.
 
     ``benchmarks``: names or one comma-separated string. ``limit``: the first N items of each.
     ``batch_size``: prompts per ``generate`` call (hf; vLLM batches continuously). Greedy at
-    ``temperature`` 0, else sampled with a fixed seed.
+    ``temperature`` 0, else sampled with a fixed seed. ``judge_timeout``: seconds one judge call may take
+    (the judge is given up on after a few failures in a row; summary.json counts its calls and failures).
 
     Raises an ``EvalError`` subclass (one-line message) for an unknown benchmark or backend, data
     that is neither in ``data_dir`` nor on the Hub, or a model that cannot be loaded."""
@@ -161,6 +195,8 @@ def run_eval(
             raise ValueError(f"{option} must be at least 1, got {value}")
     if temperature < 0:
         raise ValueError(f"--temperature must be >= 0, got {temperature}")
+    if not judge_timeout > 0:
+        raise ValueError(f"--judge-timeout must be > 0 seconds, got {judge_timeout}")
     if console is None:
         from mssr_cli.console import stdout_console
 
@@ -193,7 +229,8 @@ def run_eval(
     if judge_url:
         from mssr_cli.evaluation.judge import Judge
 
-        judge = Judge(judge_url)
+        judge = Judge(judge_url, timeout=judge_timeout,
+                      warn=lambda message: console.print(f"warning: {message}", style="yellow", markup=False, highlight=False))
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in names:
@@ -213,7 +250,8 @@ def run_eval(
         "batch_size": batch_size,
         "max_new_tokens": max_new_tokens,
         "temperature": temperature,
-        "judge_url": judge_url,
+        "judge_url": redact(judge_url) if judge_url else None,  # a URL may carry a key (user:KEY@, ?key=)
+        "judge": judge.stats() if judge is not None else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": round(time.time() - started, 2),
         "mean_accuracy": sum(accuracies) / len(accuracies),
@@ -223,6 +261,9 @@ def run_eval(
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, out / "summary.json")
     console.print(results_table(summary))
+    if judge is not None:
+        console.print(f"Judge: {judge.calls} calls, {judge.failures} failed, {judge.skipped} items not asked "
+                      f"(failed and not asked: graded by the rules alone)", markup=False, highlight=False)
     console.print(f"Samples and summary.json in {out}")
     if target.run_dir is not None:
         log_to_run_wandb(target.run_dir, summary, console)
@@ -238,6 +279,7 @@ def _evaluate_one(name, task, policy, lm, out, limit, batch_size, max_new_tokens
     docs = task.eval_docs
     n = len(docs) if limit is None else min(limit, len(docs))
     started, correct = time.time(), 0
+    judge_before = (judge.calls, judge.failures, judge.skipped) if judge is not None else None
     chunk = max(batch_size, 1) * CHUNK_BATCHES if lm is None else LM_EVAL_CHUNK
     samples_path = out / f"samples_{name}.jsonl"
     with samples_path.open("w") as samples, Progress(
@@ -259,6 +301,8 @@ def _evaluate_one(name, task, policy, lm, out, limit, batch_size, max_new_tokens
                 responses = generate_lm_eval(lm, prompts, images, max_new_tokens=max_new_tokens, temperature=temperature)
                 progress.advance(bar, len(rows))
             for doc, prompt, response in zip(rows, prompts, responses, strict=True):
+                if judge is not None:
+                    judge.outcome = None
                 graded = benchmark.grade(doc, response, judge)
                 correct += graded.correct
                 line = {
@@ -269,6 +313,8 @@ def _evaluate_one(name, task, policy, lm, out, limit, batch_size, max_new_tokens
                     "gold": task.doc_to_target(doc),
                     "correct": graded.correct,
                 }
+                if judge is not None and judge.outcome is not None:  # failed/skipped: graded by the rules alone
+                    line["judge"] = judge.outcome
                 samples.write(json.dumps(line, ensure_ascii=False) + "\n")
     result = {
         "n": n,
@@ -277,8 +323,9 @@ def _evaluate_one(name, task, policy, lm, out, limit, batch_size, max_new_tokens
         "seconds": round(time.time() - started, 2),
         "samples": samples_path.name,
     }
-    if judge is not None:
-        result["judge_calls"] = judge.calls
+    if judge is not None:  # this benchmark's share (one judge serves every benchmark)
+        result["judge_calls"], result["judge_failures"], result["judge_skipped"] = (
+            now - before for now, before in zip((judge.calls, judge.failures, judge.skipped), judge_before, strict=True))
     return result
 
 
@@ -316,7 +363,8 @@ def log_to_run_wandb(run_dir: Path, summary: dict, console) -> None:
             resume="allow",
             dir=str(run_dir),
             mode=mode,
-            settings=wandb.Settings(console="off", x_disable_stats=True),
+            # no system metadata: the run's own start recorded it, and this command line may hold the judge's key
+            settings=wandb.Settings(console="off", x_disable_stats=True, x_disable_meta=True),
         )
         run.summary.update({f"eval/{name}/accuracy": r["accuracy"] for name, r in summary["benchmarks"].items()})
         run.finish()

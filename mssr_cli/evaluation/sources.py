@@ -2,22 +2,21 @@
 
 With a data folder ``DIR``, benchmark NAME is read from ``DIR/NAME``, laid out as
 
-    huggingface-cli download <hub id> --repo-type dataset --local-dir DIR/NAME
+    hf download <hub id> --repo-type dataset --local-dir DIR/NAME
 
 leaves it (the split's parquet files, or R1-Onevision-Bench's TSV, where the Hub keeps them), and
 loaded with ``datasets`` (``load_dataset("parquet" | "csv", data_files=...)``), so columns keep the
 feature types the repository declares (images decode to PIL). Without a local copy the Hub id is
 loaded (network, or the ``datasets`` cache). When neither works: ``BenchmarkDataError``, one line
-naming the benchmark, where it looked and the command that makes the local copy.
+naming the benchmark, where it looked and the command that makes the local copy. The evaluated
+rows' images are checked as training checks its own (``mssr_cli.data.images``): a truncated,
+unreadable or over-the-pixel-limit image is a ``BenchmarkDataError`` naming the file, row and column.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 from mssr_cli.evaluation.benchmarks import Benchmark, get_benchmark
 from mssr_cli.evaluation.errors import BenchmarkDataError
@@ -32,19 +31,14 @@ def hub_worth_trying() -> bool:
     cache) and proxies are left to ``datasets``."""
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
-    except OSError:
-        return False
-    return True
+    from mssr_cli.models.loading import hub_connection_error  # the one probe, shared with model loading
+
+    return constants.HF_HUB_OFFLINE or hub_connection_error() is None
 
 
 def download_command(benchmark: Benchmark, data_dir: Path | str | None) -> str:
     target = Path(data_dir) / benchmark.name if data_dir is not None else f"DIR/{benchmark.name}"
-    return f"huggingface-cli download {benchmark.hub_id} --repo-type dataset --local-dir {target}"
+    return f"hf download {benchmark.hub_id} --repo-type dataset --local-dir {target}"
 
 
 def find_local_files(benchmark: Benchmark, folder: Path) -> list[Path]:
@@ -68,11 +62,13 @@ def load_docs(name: str, data_dir: Path | str | None = None, image_size: int = 5
     ``image_size`` and ``num_val`` shape the built-in digits split (a run's ``data.*`` settings)."""
     import datasets
 
-    bars = datasets.is_progress_bar_enabled()
+    bars, verbosity = datasets.is_progress_bar_enabled(), datasets.logging.get_verbosity()
     datasets.disable_progress_bars()  # "Generating testmini split: 3 examples" per benchmark is noise here
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its "Failed to read file" errors: ours name the file
     try:
         docs, source = _load_docs(name, data_dir, image_size, num_val)
     finally:
+        datasets.logging.set_verbosity(verbosity)
         if bars:
             datasets.enable_progress_bars()
     loaded_from[name] = source
@@ -90,7 +86,7 @@ def _load_docs(name, data_dir, image_size, num_val):
         folder = Path(data_dir).expanduser() / name
         files = find_local_files(benchmark, folder) if folder.is_dir() else []
         if files:
-            return _keep(benchmark, _load_files(benchmark, files)), f"local copy {folder}"
+            return _checked(benchmark, _load_files(benchmark, files), files, str(folder)), f"local copy {folder}"
         wanted = ", ".join(benchmark.local_files) or f"{benchmark.split} files"
         reasons.append(f"no local copy in {folder} (looked for {wanted})" if folder.is_dir() else f"no folder {folder}")
     try:
@@ -106,7 +102,7 @@ def _load_docs(name, data_dir, image_size, num_val):
         raise BenchmarkDataError(
             f"{name}: no data: {'; '.join(reasons)}; make a local copy with: {download_command(benchmark, data_dir)}{hint}"
         ) from None
-    return _keep(benchmark, docs), f"Hub {benchmark.hub_id}"
+    return _checked(benchmark, docs, [], f"Hub dataset {benchmark.hub_id}"), f"Hub {benchmark.hub_id}"
 
 
 def _load_files(benchmark: Benchmark, files: list[Path]):
@@ -118,12 +114,37 @@ def _load_files(benchmark: Benchmark, files: list[Path]):
             return datasets.load_dataset("csv", data_files=data_files, split=benchmark.split, sep="\t")
         return datasets.load_dataset("parquet", data_files=data_files, split=benchmark.split)
     except Exception as err:
+        from mssr_cli.data.sources import parquet_file_problem
+
+        if benchmark.file_format != "tsv" and (problem := parquet_file_problem(files)):
+            raise BenchmarkDataError(f"{benchmark.name}: {problem}") from None
+        err = err.__cause__ or err  # datasets wraps the reader's own error in a DatasetGenerationError
         detail = " ".join(str(err).split())[:160]
         raise BenchmarkDataError(f"{benchmark.name}: cannot read {files[0].parent}: {type(err).__name__}: {detail}") from None
 
 
-def _keep(benchmark: Benchmark, docs):
-    if benchmark.keep is None or benchmark.keep[0] not in docs.column_names:
-        return docs
-    column, test = benchmark.keep
-    return docs.filter(lambda value: bool(test(value)), input_columns=[column])  # reads one column: no image decoding
+def _checked(benchmark: Benchmark, docs, files: list[Path], where: str):
+    """The evaluated rows (``benchmark.keep``), each image checked, so a bad one fails here in one line
+    (``FILE row N, column C``; ``where, row N`` when rows are not counted per file) rather than inside lm-eval."""
+    import datasets
+
+    from mssr_cli.data.images import BadImage, image_value
+    from mssr_cli.data.sources import locate_row
+
+    rows = list(range(len(docs)))
+    if benchmark.keep is not None and benchmark.keep[0] in docs.column_names:
+        column, test = benchmark.keep
+        rows = [row for row, value in zip(rows, docs[column]) if test(value)]  # reads one column: no image decoding
+        docs = docs.select(rows)
+    for column, feature in docs.features.items():
+        if not isinstance(feature, datasets.Image):  # base64 text (TSV) is decoded only when used
+            continue
+        stored = docs.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+        for index, value in enumerate(value for batch in stored.iter(batch_size=256) for value in batch[column]):
+            try:
+                image_value(value, None)
+            except BadImage as err:
+                at = locate_row(files, rows[index]) or f"{where}, row {rows[index]}"
+                raise BenchmarkDataError(f"{benchmark.name}: {at}, column '{column}': {err} (every row is scored: "
+                                         "fix the row or make the copy again)") from None
+    return docs

@@ -51,6 +51,11 @@ def plan(overrides: list[str], variants: list[str] | None, seeds: int) -> tuple[
             given = [o for o in overrides if not (variant != base and _switches_algo(variant) and o.startswith("algo="))]
             run_overrides = [*given, *extra, f"seed={seed}", f"logging.variant={variant}"]
             cfg = compose(run_overrides)  # fail before anything runs
+            if cfg.train.eval_every == 0:  # nothing would log val/accuracy, the metric the ablation compares
+                raise ConfigError(
+                    f"train.eval_every=0{f' (with ablation={variant})' if variant != base else ''}: no run would "
+                    f"validate, and ablate compares val/accuracy; give train.eval_every=N (N >= 1; "
+                    f"N={int(cfg.train.max_steps)} validates only before the first and after the last step)")
             runs.append(PlannedRun(f"{variant}__s{seed}", run_overrides, int(cfg.train.max_steps)))
     return runs, base
 

@@ -1,9 +1,11 @@
 """Run a list of ``mssr train`` runs one after another, each in its own process and run folder.
 
 A run whose folder already holds ``summary.json`` is skipped (re-running the same command
-continues where it stopped; an unfinished run resumes from its last checkpoint). A failed run
-is reported, its stderr kept in ``error.log`` beside it, and the rest go on. One overall progress
-display follows every run's ``metrics.jsonl``.
+continues where it stopped; an unfinished run resumes from its last checkpoint). A folder holding a
+run of other settings is refused before anything runs, naming the keys: its results are never reported
+as this command's. A run another process is running (the same command in a second terminal) is left
+to it. A failed run is reported, its stderr kept in ``error.log`` beside it, and the rest go on. One
+overall progress display follows every run's ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mssr_cli.fileio import write_text_atomic
+
 
 @dataclass
 class PlannedRun:
     name: str  # the run folder's name inside the batch folder
     overrides: list[str]
     max_steps: int
-    status: str = "pending"  # pending | skipped | done | failed
+    status: str = "pending"  # pending | skipped | done | failed | busy (running in another process)
     error: str | None = None
     folder: Path | None = field(default=None, repr=False)
 
@@ -31,6 +35,33 @@ def _steps_done(folder: Path) -> int:
         return 0
     with metrics.open() as f:
         return max(sum(1 for _ in f) - 1, 0)  # line 0 is the validation before training
+
+
+def check_existing(runs: list[PlannedRun], out: Path) -> None:
+    """ConfigError when a planned run's folder already holds a run made with other settings."""
+    from mssr_cli.config.compose import ConfigError, compose
+    from mssr_cli.training.run_folder import HOW_IT_RUNS, RunFolder, RunFolderError, config_diff
+
+    clashes = []
+    for run in runs:
+        try:
+            saved = RunFolder(out / run.name, writes=False).saved_config()
+        except RunFolderError as err:
+            raise ConfigError(f"{out / run.name}: {err}") from err
+        if saved is not None:
+            differing = config_diff(saved[0], compose(run.overrides), ignore=HOW_IT_RUNS)
+            if differing:
+                clashes.append(f"{run.name} ({'; '.join(differing[:3])}{'; ...' if len(differing) > 3 else ''})")
+    if clashes:
+        raise ConfigError(f"{out} holds runs made with other settings: {', '.join(clashes)}; "
+                          f"give another --out (or delete those run folders)")
+
+
+def _busy(folder: Path) -> str | None:
+    from mssr_cli.training.run_lock import busy_holder, describe
+
+    holder = busy_holder(folder)
+    return None if holder is None else describe(holder)
 
 
 def run_batch(runs: list[PlannedRun], out: Path, console) -> list[PlannedRun]:
@@ -51,6 +82,11 @@ def run_batch(runs: list[PlannedRun], out: Path, console) -> list[PlannedRun]:
                 progress.update(overall, completed=finished_steps)
                 console.print(f"[dim]{run.name}: finished earlier, skipped[/dim]")
                 continue
+            if holder := _busy(run.folder):  # the same command in another terminal: it runs this one
+                run.status, run.error = "busy", f"running in another process ({holder})"
+                finished_steps += run.max_steps
+                console.print(f"[dim]{run.name}: {run.error}, skipped here[/dim]")
+                continue
             progress.update(overall, description=f"run {i}/{len(runs)}: {run.name}")
             cmd = [sys.executable, "-m", "mssr_cli", "train", *run.overrides, "logging.progress=false",
                    "--run-dir", str(run.folder)]
@@ -63,11 +99,19 @@ def run_batch(runs: list[PlannedRun], out: Path, console) -> list[PlannedRun]:
             if proc.returncode == 0:
                 run.status = "done"
                 stderr_path.unlink(missing_ok=True)
+            elif holder := _busy(run.folder):  # another process took the folder first
+                run.status, run.error = "busy", f"running in another process ({holder})"
+                stderr_path.unlink(missing_ok=True)
+                console.print(f"[dim]{run.name}: {run.error}, skipped here[/dim]")
             else:
                 run.status = "failed"
                 run.folder.mkdir(parents=True, exist_ok=True)
                 log = run.folder / "error.log"
-                stderr_path.replace(log)
+                from mssr_cli.secrets import redact
+
+                # a traceback can quote a URL or a key from the environment: error.log keeps neither
+                write_text_atomic(log, redact(stderr_path.read_text(errors="replace")))
+                stderr_path.unlink(missing_ok=True)
                 tail = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:]
                 run.error = f"exit {proc.returncode}: {tail[0] if tail else 'no output'} (full log: {log})"
                 console.print(f"[bold red]{run.name} failed[/bold red]: {run.error}")
@@ -79,7 +123,9 @@ def run_batch(runs: list[PlannedRun], out: Path, console) -> list[PlannedRun]:
 def print_outcome(runs: list[PlannedRun], console) -> None:
     done = sum(r.status in ("done", "skipped") for r in runs)
     failed = [r for r in runs if r.status == "failed"]
-    console.print(f"{done}/{len(runs)} runs finished" + (f", {len(failed)} failed:" if failed else ""))
+    busy = [r for r in runs if r.status == "busy"]
+    console.print(f"{done}/{len(runs)} runs finished" + (f", {len(busy)} running elsewhere (not compared)" if busy else "")
+                  + (f", {len(failed)} failed:" if failed else ""))
     for r in failed:
         console.print(f"  {r.name}: {r.error}")
 
@@ -89,6 +135,7 @@ def run_plan(runs: list[PlannedRun], out: Path, title: str, dry_run: bool, conso
     """Print the planned runs; unless ``dry_run``, run them and compare the finished ones."""
     from rich.table import Table
 
+    check_existing(runs, out)  # before anything runs: never report another settings' results as these
     table = Table(title=f"{title}: {len(runs)} runs into {out}")
     table.add_column("run")
     table.add_column("overrides")

@@ -26,19 +26,48 @@ def load_sweep(path: Path) -> dict:
         spec = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such sweep file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not a sweep file (e.g. sweeps/mssr_shaping.yaml)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a sweep file is YAML)") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the sweep file ({err.strerror or type(err).__name__})") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("parameters"), dict):
         raise ConfigError(f"{path}: a sweep file needs a 'parameters' mapping")
     if spec.get("method") not in ("grid", "random", "bayes"):
         raise ConfigError(f"{path}: method={spec.get('method')}; valid choices: grid, random, bayes")
+    metric = spec.get("metric", {"name": "val/accuracy"})
+    if not isinstance(metric, dict) or not isinstance(metric.get("name"), str):
+        raise ConfigError(f"{path}: metric must be a mapping with a name (e.g. metric: {{name: val/accuracy, goal: maximize}})")
     command = " ".join(map(str, spec.get("command", [])))
     if "mssr train" not in command or "${args_no_hyphens}" not in command:
         raise ConfigError(f"{path}: command must be 'mssr train ${{args_no_hyphens}}' (parameters are Hydra overrides)")
     for name, p in spec["parameters"].items():
         if not isinstance(p, dict) or not ({"value", "values"} & set(p) or p.get("distribution") in DISTRIBUTIONS):
             raise ConfigError(f"{path}: parameter {name}: needs value, values, or a distribution in {', '.join(DISTRIBUTIONS)}")
+        if problem := _parameter_problem(p):
+            raise ConfigError(f"{path}: parameter {name}: {problem}")
     return spec
+
+
+def _parameter_problem(p: dict) -> str | None:
+    """What makes one parameter unusable (expanding it would fail mid-plan with a TypeError)."""
+    if "value" in p:
+        return None
+    if "values" in p:
+        values = p["values"]
+        return None if isinstance(values, list) and values else f"values must be a non-empty list, got {values!r}"
+    low, high = p.get("min"), p.get("max")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+    if not numbers:
+        return f"distribution {p['distribution']} needs numeric min and max, got min={low!r}, max={high!r}"
+    if low > high:
+        return f"min {low} is above max {high}"
+    if p["distribution"] == "log_uniform_values" and low <= 0:
+        return f"log_uniform_values needs min > 0, got {low}"
+    return None
 
 
 def _fmt(value) -> str:
@@ -112,8 +141,11 @@ def run_local_sweep(path: Path, max_runs: int | None, out: Path | None, dry_run:
     from mssr_cli.config.compose import compose
     from mssr_cli.experiments.batch import PlannedRun, run_plan
 
+    if max_runs is not None and max_runs < 1:
+        raise ConfigError(f"--max-runs {max_runs}: need at least 1 run")
     spec = load_sweep(path)
     sets = expand(spec, max_runs)
+    metric = spec.get("metric", {}).get("name", "val/accuracy")
     varying = [n for n in spec["parameters"] if len({_fmt(s[n]) for s in sets}) > 1]
     out = out or Path("runs") / f"sweep__{spec.get('name') or Path(path).stem}"
     runs = []
@@ -121,8 +153,10 @@ def run_local_sweep(path: Path, max_runs: int | None, out: Path | None, dry_run:
         label = run_label(params, varying)
         overrides = [*(extra or []), *overrides_of(params), f"logging.variant='{label}'"]  # quoted: labels hold = and ,
         cfg = compose(overrides)  # fail before anything runs
+        if cfg.train.eval_every == 0 and metric.startswith("val/"):  # the compared metric would never be logged
+            raise ConfigError(f"{path}: train.eval_every=0 (run {i}): it would never log {metric}, the metric the "
+                              f"sweep compares; give train.eval_every=N (N >= 1)")
         seed_tag = f"__s{params['seed']}" if "seed" in params else ""
         runs.append(PlannedRun(f"{i:03d}__{label.replace('=', '-').replace(',', '__')}"[:100] + seed_tag, overrides,
                                int(cfg.train.max_steps)))
-    return run_plan(runs, out, f"local sweep {spec.get('name', path)}", dry_run, console,
-                    metric=spec.get("metric", {}).get("name", "val/accuracy"))
+    return run_plan(runs, out, f"local sweep {spec.get('name', path)}", dry_run, console, metric=metric)

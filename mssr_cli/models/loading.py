@@ -7,12 +7,99 @@ through exactly the same two calls.
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from mssr_cli.models.cache import cache_dir
 
 TINY_VERSION = 1  # bump when the tiny architecture, tokenizer or warm start changes
+PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+HUB_PROBE_SECONDS = 3.0
+# Files that make a cached Hub snapshot loadable: its config and weights (one file or a sharded index)
+# or, for a PEFT adapter, the adapter's config.
+CONFIG_FILES = ("config.json", "adapter_config.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+                "adapter_model.safetensors", "adapter_model.bin")
+
+
+class ModelNotFoundError(OSError):
+    """The model cannot load here (no such folder; a Hub id neither cached nor reachable). An OSError, as
+    transformers raises for a model it cannot find; the one-line message says what, where and the fix."""
+
+
+@functools.cache
+def hub_connection_error() -> str | None:
+    """Why the Hub's host cannot be reached directly now; None when it can or a proxy decides.
+
+    One TCP connect of at most 3 s: without it, transformers retries every file for minutes (7.5 min for
+    a cached model with no network, measured) and datasets ~25 s per dataset before failing."""
+    from huggingface_hub import constants
+
+    if any(os.environ.get(v) for v in PROXY_VARS):
+        return None
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_SECONDS).close()
+    except OSError as err:
+        return f"cannot connect to {host}:{port}: {err.strerror or type(err).__name__}"
+    return None
+
+
+def looks_like_path(name_or_path: str) -> bool:
+    """Not a valid Hub id ('/abs', './rel', '~/x', 'a/b/c'): it can only be a local folder."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name_or_path)
+    except HFValidationError:
+        return True
+    return False
+
+
+def _cached(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    def has(names):
+        return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in names)
+
+    return has(CONFIG_FILES) and has(WEIGHT_FILES)
+
+
+def ensure_loadable(name_or_path: str, label: str | None = None, pass_folder: str = "model.name_or_path=DIR") -> None:
+    """Fail in seconds, in one line naming the fix, when ``name_or_path`` cannot load here.
+
+    A local folder must exist. A Hub id must be in the Hugging Face cache or the Hub
+    reachable; cached with the Hub unreachable, this process goes offline (``HF_HUB_OFFLINE``) so
+    transformers reads the cache at once. ``label`` starts the message (default
+    ``model.name_or_path=<name_or_path>``); ``pass_folder`` is how the user then passes a local copy."""
+    from huggingface_hub import constants
+
+    label = label or f"model.name_or_path={name_or_path}"
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        return  # what it holds is checked as it loads (load_policy names a folder without a VLM processor)
+    if folder.exists():
+        raise ModelNotFoundError(f"{label}: {folder} is a file, not a model folder")
+    if looks_like_path(name_or_path):
+        raise ModelNotFoundError(f"{label}: no such folder {folder}")
+    offline = "HF_HUB_OFFLINE=1" if constants.HF_HUB_OFFLINE else hub_connection_error()
+    if offline is None:
+        return  # online: transformers downloads it (and names an unknown id itself)
+    if _cached(name_or_path):
+        os.environ["HF_HUB_OFFLINE"] = "1"  # processes started from here (accelerate launch) read the env
+        constants.HF_HUB_OFFLINE = True  # huggingface_hub reads the constant at each call; env was read at import
+        return
+    raise ModelNotFoundError(
+        f"{label}: neither a local folder nor in the Hugging Face cache ({constants.HF_HUB_CACHE}), and the Hub is "
+        f"unreachable ({offline}); where there is network run `hf download {name_or_path} --local-dir DIR`, then pass "
+        f"{pass_folder}"
+    )
 
 
 def tiny_cache_path(model_cfg, data_cfg) -> Path:
@@ -59,8 +146,9 @@ def build_tiny(model_cfg, data_cfg, folder: Path, progress=None) -> dict:
 
 
 def resolve_model_path(model_cfg, data_cfg, progress=None, console=None) -> str:
-    """The folder or Hub id to load; builds the tiny model on first use."""
+    """The folder or Hub id to load, checked to be loadable (``ensure_loadable``); builds the tiny model on first use."""
     if model_cfg.name_or_path:
+        ensure_loadable(model_cfg.name_or_path)
         return model_cfg.name_or_path
     folder = tiny_cache_path(model_cfg, data_cfg)
     if not (folder / "config.json").exists():
@@ -83,7 +171,9 @@ def load_policy(model_cfg, data_cfg, progress=None, console=None):
     from transformers import AutoModelForImageTextToText, AutoProcessor, ProcessorMixin
 
     path = resolve_model_path(model_cfg, data_cfg, progress, console)
-    kwargs = {}
+    # Code from a model repository runs only when asked for by name (model.trust_remote_code=true)
+    remote_code = getattr(model_cfg, "trust_remote_code", False) is True
+    kwargs = {"trust_remote_code": remote_code}
     if model_cfg.min_pixels is not None:
         kwargs["min_pixels"] = model_cfg.min_pixels
     if model_cfg.max_pixels is not None:
@@ -101,7 +191,8 @@ def load_policy(model_cfg, data_cfg, progress=None, console=None):
     if dtype is None:  # auto
         dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
     model = AutoModelForImageTextToText.from_pretrained(
-        path, dtype=dtype, attn_implementation=attention_kernel(model_cfg.attn_implementation, dtype)
+        path, dtype=dtype, attn_implementation=attention_kernel(model_cfg.attn_implementation, dtype),
+        trust_remote_code=remote_code,
     )
     if model_cfg.freeze_vision:
         vision = getattr(getattr(model, "model", model), "visual", None)  # Qwen2-VL / Qwen2.5-VL layout

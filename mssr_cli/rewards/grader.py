@@ -19,8 +19,11 @@ Rules, in order:
    compared as strings. Multiple choice: with ``choices`` (option texts for A, B, C, ...)
    a letter (``B``, ``(B)``, ``B.``) stands for its option text, on either side.
 3. math-verify, for numeric/symbolic equivalence (``0.5`` == ``\\frac{1}{2}``). Skipped
-   when either side is longer than ``MAX_LEN`` characters or is plain words, which
-   math-verify would read as a product of symbols (``left`` == ``felt``).
+   when either side is plain words, which math-verify would read as a product of symbols
+   (``left`` == ``felt``), or would cost it seconds (``_too_costly``): longer than ``MAX_LEN``
+   characters, brackets nested deeper than ``MAX_DEPTH``, powers that sympy would expand
+   digit by digit (``10^{10^{10}}``), factorials and binomials of more than small integers, or
+   integrals, limits, sums and products.
 
 Evaluation (``extract_final_answer``, ``match_answer``) reads more than training pays for:
 after rule 0 (the response in ``extract_final_answer``, the gold in ``match_answer``),
@@ -35,6 +38,9 @@ timeout, because the alarm works only in the main thread and would clobber the c
 own SIGALRM (pytest-timeout uses it), and not a thread, because a thread stuck in
 sympy on ``9^{9^{9^{9}}}`` can't be stopped. The first call in a thread waits for the
 child to start (about a second); the child exits when this process closes its pipe.
+The kill is a backstop: the caps of rule 3 keep the inputs known to be slow from reaching
+the child at all (a kill also makes the next call wait for a new child). Fuzzing
+(tests/test_grader_fuzz.py) checks that no call of 10,000 needs the kill.
 """
 
 from __future__ import annotations
@@ -53,7 +59,10 @@ import warnings
 
 TIMEOUT_S = 2.0  # wall-clock limit of one math-verify comparison
 START_TIMEOUT_S = 60.0  # a loaded training machine can take a while to import sympy
-MAX_LEN = 1000  # longer answers are compared by normalisation only
+# Longer or deeper answers are compared by normalisation only: math-verify's time grows with
+# both (0.3 s for 200 characters of "x^{y}+x^{y}+...", seconds at 1000; 0.4 s at depth 8, 1 s at 12).
+MAX_LEN = 200
+MAX_DEPTH = 4
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BRACE_TOKEN = re.compile(r"\\.|[{}]", re.S)  # escaped chars (\{, \}) don't group
@@ -62,7 +71,19 @@ _DROP = re.compile(r"\\(?:left|right)(?![A-Za-z])|\\!|\^\s*(?:\{\s*\\circ\s*\}|\
 _SPACE = re.compile(r"\\[,;: ]")
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:[, ]\d{3})+(?:\.\d+)?")
 _LETTER = re.compile(r"\(?([A-Za-z])\)?:?")
-_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")  # not \d+\.?\d*: quadratic backtracking on 9999...x
+_BRACKET = re.compile(r"[{}()\[\]]")
+_POWER = re.compile(r"\^|\*\*")
+_LONG_INTEGER = re.compile(r"(?<![\d.])\d{5,}")  # an integer part of 10,000 or more
+# 10^{10}, (2)**3, 99\cdot 99: a power or product of numbers; group 1 is the operator
+_NUMERIC_OP = re.compile(r"\d[\s)}\]]*(\^|\*\*|\*|\\cdot|\\times)(?=[\s{(\[]*[-+]?\d)")
+_CHAINED_POWER = re.compile(r"\d\s*(?:\^|\*\*)\s*(?:\{\s*[-+]?\d+\s*\}|[-+]?\d+)\s*(?:\^|\*\*)")  # 9^9^9
+_COMBINATORIC = re.compile(r"(?<!\\)!(?!=)|\\(?:[dt]?binom|choose)(?![A-Za-z])")
+_CALCULUS = re.compile(r"\\(?:i*int|oint|lim|sum|prod)(?![A-Za-z])")
+_SMALL_INTEGER = r"\s*\d{1,4}\s*"
+_SMALL_COMBINATORIC = re.compile(  # 7!, \binom{10}{3}: what sympy computes at once
+    rf"(?<![\w.\\]){_SMALL_INTEGER}!|\\[dt]?binom\s*\{{{_SMALL_INTEGER}\}}\s*\{{{_SMALL_INTEGER}\}}"
+)
 _WORDS = re.compile(r"[^\W\d_]{2,}(?:\s+[^\W\d_]+)*")
 _GOLD_OPEN = re.compile("<answer>", re.I)
 _GOLD_CLOSE = re.compile("</answer>", re.I)
@@ -171,9 +192,62 @@ def _match(pred: str, answer: str, choices: list[str]) -> bool:
     numbers = _as_number(pred_text), _as_number(gold_text)
     if None not in numbers:  # plain numbers on both sides: no need for the math-verify worker
         return math.isclose(numbers[0], numbers[1], rel_tol=1e-9, abs_tol=1e-12)
-    if max(len(pred_text), len(gold_text)) > MAX_LEN or _WORDS.fullmatch(pred_text) or _WORDS.fullmatch(gold_text):
+    if _too_costly(pred_text) or _too_costly(gold_text) or _WORDS.fullmatch(pred_text) or _WORDS.fullmatch(gold_text):
         return False
     return _math_equal(pred_text, gold_text)
+
+
+def _too_costly(s: str) -> bool:
+    """Would math-verify take seconds on ``s``? Longer than ``MAX_LEN``, nested deeper than
+    ``MAX_DEPTH``, a power that sympy expands digit by digit (``_huge_power``), or a factorial or
+    binomial of anything but integers below 10,000: sympy expands ``\\binom{\\pi}{6486}`` into
+    thousands of factors, ``(10^{10})!`` digit by digit, and simplifies ``\\binom{92}{x}`` for
+    over a second. Benchmark answers carry no factorials beyond the likes of ``\\frac{10!}{3!7!}``,
+    and equal symbolic ones (``n!``) still match as strings (rule 2). Nor are integrals, limits,
+    sums or products final answers; sympy may evaluate them for seconds."""
+    if len(s) > MAX_LEN or _nesting_depth(s) > MAX_DEPTH or _huge_power(s) or _CALCULUS.search(s):
+        return True
+    return bool(_COMBINATORIC.search(_SMALL_COMBINATORIC.sub("", s)))
+
+
+def _nesting_depth(s: str) -> int:
+    """Deepest nesting of ``()``, ``[]`` and ``{}`` together (unmatched closers ignored), plus one
+    level per pair of ``|``: a bar may open or close an absolute value, and ``|x|x|x|...`` parses
+    as nested ones."""
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(s):
+        depth = depth + 1 if bracket in "([{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+    return deepest + s.count("|") // 2
+
+
+def _huge_power(s: str) -> bool:
+    """Does ``s`` raise a number to a power that sympy would expand into millions of digits?
+    Sympy evaluates integer powers eagerly, so ``10^{10^{10}}`` never returns. Flagged: a power
+    beside an integer of five digits or more (``10^{1000000}``), a chained power (``9^9^9``),
+    and a power or product of numbers inside an exponent or under another power
+    (``2^{2^{30}}``, ``9^{99 \\cdot 99}``, ``(9^{9})^{9}``). Symbolic towers (``e^{-x^{2}}``)
+    pass: sympy keeps them unevaluated."""
+    if not _POWER.search(s):
+        return False
+    if _LONG_INTEGER.search(s) or _CHAINED_POWER.search(s):
+        return True
+    operators = [m.start(1) for m in _NUMERIC_OP.finditer(s)]
+    if not operators:
+        return False
+    groups = []  # (where a bracket opened, whether it opens an exponent)
+    before = ""  # the last two non-space characters so far
+    for i, ch in enumerate(s):
+        if ch in "([{":
+            groups.append((i, before.endswith("^") or before == "**"))
+        elif ch in ")]}" and groups:
+            start, exponent = groups.pop()
+            computes = any(start < op < i for op in operators)
+            if computes and (exponent or _POWER.match(s[i + 1 :].lstrip())):
+                return True
+        if not ch.isspace():
+            before = (before + ch)[-2:]
+    return False
 
 
 def _as_number(s: str) -> float | None:

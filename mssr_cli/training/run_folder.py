@@ -2,16 +2,20 @@
 
 Layout (README: "A run on disk")::
 
-    <run>/config.yaml  overrides.yaml  meta.json  metrics.jsonl  summary.json
-    <run>/checkpoints/checkpoint-<update>/   (model, optimizer, scheduler, RNG, trainer state)
+    <run>/config.yaml  overrides.yaml  meta.json  metrics.jsonl  summary.json  .lock (while running)
+    <run>/checkpoints/checkpoint-<update>/   (model, optimizer, scheduler, RNG, trainer state, mssr state,
+                                              run/ copies of config and metrics, manifest.json)
     <run>/model/                             (final policy, Hugging Face format)
     <run>/wandb/                             (the W&B run; offline unless set online)
+
+A folder holds one run: one writer at a time (``run_lock``) and one config (a second command with other
+settings is refused, naming the keys). Every file but the appended metrics.jsonl is written whole
+(``fileio``); a torn metrics line is restored from the checkpoint's copy on resume.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -20,16 +24,24 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from mssr_cli.fileio import write_json_atomic, write_text_atomic  # noqa: F401 (write_json_atomic: also imported from here)
+from mssr_cli.secrets import redact_data
+from mssr_cli.training import checkpoints as ckpt
+
 PACKAGES = ("mssr-cli", "torch", "torchvision", "transformers", "trl", "datasets", "accelerate", "wandb", "hydra-core")
 
 # Keys `mssr train --resume RUN_DIR` accepts as overrides: they change when the run stops, saves, validates or
 # logs, or how it runs here, never what it learns (the learning rate schedule is constant, so neither does
 # max_steps). Anything else would silently make the resumed steps a different run than the ones before.
-RESUME_KEYS = (
-    "train.max_steps", "train.save_every", "train.keep_checkpoints", "train.eval_every", "train.stop_on_collapse",
-    "train.num_threads", "train.vllm_server_host", "train.vllm_server_port", "train.vllm_server_timeout",
-    "logging.wandb", "logging.progress",
-)
+# How a run runs here, never what it computes: the keys in which two runs of the same settings may differ.
+HOW_IT_RUNS = ("train.num_threads", "train.vllm_server_host", "train.vllm_server_port", "train.vllm_server_timeout",
+               "logging.wandb", "logging.progress")
+RESUME_KEYS = ("train.max_steps", "train.save_every", "train.keep_checkpoints", "train.eval_every",
+               "train.stop_on_collapse", *HOW_IT_RUNS)
+
+
+class RunFolderError(Exception):
+    """A run folder that cannot be used as asked (one line: what, where, and what to do)."""
 
 
 def run_name(cfg, when: float | None = None) -> str:
@@ -63,12 +75,6 @@ def wandb_id(run_name: str) -> str:
     return run_name.replace("__", "-")[-64:]
 
 
-def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 @dataclass
 class RunFolder:
     path: Path
@@ -91,19 +97,82 @@ class RunFolder:
         return self.path / "model"
 
     def latest_checkpoint(self) -> Path | None:
-        found = sorted(self.checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
-        found = [p for p in found if (p / "trainer_state.json").exists()]
+        """The newest checkpoint folder, verified or not (``prepare`` picks the newest that verifies)."""
+        found = ckpt.listed(self.checkpoints)
         return found[-1] if found else None
+
+    def saved_config(self, warn=None):
+        """(config, overrides) this folder's run was made with, or None for a folder without a run.
+
+        A corrupt or missing config.yaml is restored from the newest checkpoint that verifies (each holds
+        a copy); ``warn(message)`` hears about it. RunFolderError when neither can be read."""
+        config = self.path / "config.yaml"
+        if not config.exists() and not ckpt.listed(self.checkpoints):
+            return None
+        try:
+            return _load_config(config), _load_overrides(self.path / "overrides.yaml")
+        except (OSError, ValueError) as err:
+            problem = str(err)
+        chosen, _ = ckpt.newest_verified(self.checkpoints)
+        if chosen is None:
+            raise RunFolderError(f"{problem}, and no checkpoint in {self.checkpoints} holds a copy that verifies: "
+                                 f"give the run a new --run-dir")
+        copy = chosen / ckpt.RUN_COPY
+        cfg, overrides = _load_config(copy / "config.yaml"), _load_overrides(copy / "overrides.yaml")
+        if warn is not None:
+            warn(f"{problem}: using the copy in {chosen.name}")
+        if self.writes:  # put the good copy back, so the folder reads right again
+            write_text_atomic(config, (copy / "config.yaml").read_text())
+            if (copy / "overrides.yaml").is_file():
+                write_text_atomic(self.path / "overrides.yaml", (copy / "overrides.yaml").read_text())
+        return cfg, overrides
+
+    def prepare(self, cfg, overrides: list[str], warn, updates_per_step: int = 1) -> Path | None:
+        """Before a run writes here (under its lock): check the folder holds this run, choose where to
+        start, and write the start. Returns the checkpoint to resume from, or None to start afresh.
+
+        - A folder with a run of other settings is refused (RunFolderError naming the keys), as
+          ``--resume`` refuses them; the keys of ``RESUME_KEYS`` may differ.
+        - Resuming takes the newest checkpoint that verifies against its manifest, and says which newer
+          ones it skipped and why; none verifying (but some present) is an error.
+        - Starting afresh (no checkpoint: e.g. killed before the first) clears the earlier attempt's metrics."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"run folder {self.path} is a file, not a folder: give another --run-dir")
+        saved = self.saved_config(warn)
+        if saved is not None:
+            differing = config_diff(saved[0], cfg, ignore=RESUME_KEYS)
+            if differing:
+                shown = "; ".join(differing[:8]) + (f"; and {len(differing) - 8} more" if len(differing) > 8 else "")
+                raise RunFolderError(
+                    f"{self.path} holds a run made with other settings ({shown}): give a new "
+                    f"--run-dir, or `mssr train --resume {self.path}` to continue that run as it was")
+        chosen, skipped = ckpt.newest_verified(self.checkpoints)
+        for checkpoint, why in skipped:
+            warn(f"skipped {checkpoint.name}: {why}")
+        if chosen is None and skipped:
+            reasons = "; ".join(f"{c.name}: {why}" for c, why in skipped)
+            raise RunFolderError(f"no checkpoint in {self.checkpoints} verifies ({reasons}); nothing to resume "
+                                 f"from: give the run a new --run-dir")
+        if chosen is None:
+            self.write_start(cfg, overrides)
+        else:
+            self.write_resume(cfg, overrides, chosen, ckpt.step_of(chosen) // updates_per_step)
+        return chosen
 
     def write_start(self, cfg, overrides: list[str]) -> None:
         if not self.writes:
             return
         self.path.mkdir(parents=True, exist_ok=True)
+        # an earlier attempt killed before its first checkpoint: its lines would repeat steps 0, 1, ...
+        for stale in ("metrics.jsonl", "summary.json"):
+            (self.path / stale).unlink(missing_ok=True)
+        ckpt.remove_tree(self.checkpoints / ".staging")
         self._write_config(cfg, overrides)
-        write_json_atomic(self.path / "meta.json", {"command": sys.argv, "overrides": list(overrides), **_provenance()})
+        write_json_atomic(self.path / "meta.json", {"overrides": redact_data(list(overrides)), **_provenance()})
 
-    def write_resume(self, cfg, overrides: list[str], checkpoint: Path) -> None:
-        """Resuming: the (possibly extended) config, and one more entry in meta.json's ``resumes``."""
+    def write_resume(self, cfg, overrides: list[str], checkpoint: Path, rl_step: int) -> None:
+        """Resuming: the (possibly extended) config, the metrics up to the checkpoint (from its verified copy
+        when it has one), and one more entry in meta.json's ``resumes``."""
         if not self.writes:
             return
         meta_path = self.path / "meta.json"
@@ -113,38 +182,35 @@ class RunFolder:
             meta = {"command": None}
         self._write_config(cfg, overrides)
         (self.path / "summary.json").unlink(missing_ok=True)  # unfinished again: compare must not read it as done
-        meta["overrides"] = list(overrides)  # compose(meta["overrides"]) gives the config in use
-        meta.setdefault("resumes", []).append({"command": sys.argv, "checkpoint": checkpoint.name, **_provenance()})
+        self.restore_metrics(checkpoint, rl_step)
+        meta["overrides"] = redact_data(list(overrides))  # compose(meta["overrides"]) gives the config in use
+        meta.setdefault("resumes", []).append({"checkpoint": checkpoint.name, **_provenance()})
         write_json_atomic(meta_path, meta)
+
+    def restore_metrics(self, checkpoint: Path, rl_step: int) -> list[dict]:
+        """metrics.jsonl up to ``rl_step`` (the checkpoint's): from the checkpoint's own verified copy, so
+        lines torn or lost in the run folder since come back; else the run folder's lines."""
+        copy = checkpoint / ckpt.RUN_COPY / "metrics.jsonl"
+        rows = [m for m in (_parse_metrics(copy) if copy.is_file() else self.read_metrics()) if m["step"] <= rl_step]
+        if self.writes:
+            write_text_atomic(self.metrics_path, "".join(json.dumps(m) + "\n" for m in rows))
+        return rows
 
     def _write_config(self, cfg, overrides: list[str]) -> None:
         from omegaconf import OmegaConf
 
-        (self.path / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-        (self.path / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+        write_text_atomic(self.path / "config.yaml", OmegaConf.to_yaml(cfg))
+        write_text_atomic(self.path / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
 
     def read_metrics(self) -> list[dict]:
-        """metrics.jsonl's lines; a torn last line (the process was killed mid-write) is skipped."""
-        if not self.metrics_path.exists():
-            return []
-        lines = [line for line in self.metrics_path.read_text().splitlines() if line.strip()]
-        rows = []
-        for i, line in enumerate(lines):
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                if i < len(lines) - 1:
-                    raise
-        return rows
+        """metrics.jsonl's lines; lines that are not JSON (torn by a kill mid-write) are skipped."""
+        return _parse_metrics(self.metrics_path)
 
     def truncate_metrics(self, last_step: int) -> list[dict]:
         """Drop lines after ``last_step`` (resuming from a checkpoint replays those steps); returns the kept ones."""
         kept = [m for m in self.read_metrics() if m["step"] <= last_step]
-        if not self.writes:
-            return kept
-        tmp = self.metrics_path.with_name("metrics.jsonl.tmp")
-        tmp.write_text("".join(json.dumps(m) + "\n" for m in kept))
-        os.replace(tmp, self.metrics_path)
+        if self.writes:
+            write_text_atomic(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
         return kept
 
     def append_metrics(self, line: dict) -> None:
@@ -160,8 +226,77 @@ class RunFolder:
         write_json_atomic(self.path / "summary.json", summary)
 
 
+def _parse_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+    return rows
+
+
+def _load_config(path: Path):
+    """A saved config.yaml on the schema (keys added since default); ValueError naming the file if unreadable."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from mssr_cli.config.schema import RootConfig
+
+    if not path.is_file():
+        raise ValueError(f"{path} is missing")
+    try:
+        loaded = OmegaConf.load(path)
+        if not OmegaConf.is_dict(loaded):
+            raise ValueError("not a mapping")
+        return OmegaConf.merge(OmegaConf.structured(RootConfig), loaded)
+    except (OmegaConfBaseException, ValueError, TypeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path} is corrupt ({first})") from err
+    except Exception as err:  # yaml's own errors (a scanner error on garbage) are not OmegaConf's
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path} is corrupt ({first})") from err
+
+
+def _load_overrides(path: Path) -> list[str]:
+    from omegaconf import OmegaConf
+
+    if not path.is_file():
+        return []
+    try:
+        saved = OmegaConf.load(path)
+    except Exception as err:
+        raise ValueError(f"{path} is corrupt ({type(err).__name__})") from err
+    if not OmegaConf.is_list(saved):
+        raise ValueError(f"{path} is corrupt (not a list)")
+    return [str(o) for o in saved]
+
+
+def config_diff(saved, new, ignore=()) -> list[str]:
+    """``key: A there, B here`` for every leaf in which two configs differ (keys under ``ignore`` skipped)."""
+    from omegaconf import OmegaConf
+
+    def flat(node, prefix=""):
+        out = {}
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            out.update(flat(v, key + ".") if isinstance(v, dict) else {key: v})
+        return out
+
+    a = flat(OmegaConf.to_container(saved, resolve=True))
+    b = flat(OmegaConf.to_container(new, resolve=True))
+    differing = [k for k in sorted(a.keys() | b.keys()) if k not in ignore and (k in a, a.get(k)) != (k in b, b.get(k))]
+    return [f"{k}={a.get(k, '(unset)')} there, {b.get(k, '(unset)')} here" for k in differing]
+
+
 def _provenance() -> dict:
+    """Where and how a run started or resumed; ``command`` with secrets masked (a URL's password, a key's value)."""
     return {
+        "command": redact_data(list(sys.argv)),
         "versions": versions(),
         "git_commit": git_commit(Path(__file__).parent),
         "host": platform.node(),
@@ -177,22 +312,19 @@ def resume_config(run_dir: Path, extra_overrides: list[str]):
     from omegaconf.errors import OmegaConfBaseException
 
     from mssr_cli.config.compose import ConfigError, validate
-    from mssr_cli.config.schema import RootConfig
 
-    folder = RunFolder(Path(run_dir))
+    folder = RunFolder(Path(run_dir), writes=False)  # the run itself restores files, under its lock
     if not folder.path.is_dir():
         raise ConfigError(f"--resume {run_dir}: no such run folder")
-    if not (folder.path / "config.yaml").is_file():
+    if not (folder.path / "config.yaml").exists() and not ckpt.listed(folder.checkpoints):
         raise ConfigError(f"--resume {run_dir}: not a run folder (no config.yaml)")
     if folder.latest_checkpoint() is None:
         raise ConfigError(f"--resume {run_dir}: no checkpoint in {folder.checkpoints} to resume from "
                           "(runs save one every train.save_every steps)")
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(RootConfig), OmegaConf.load(folder.path / "config.yaml"))
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"{folder.path / 'config.yaml'}: {str(err).strip().splitlines()[0]}") from err
-    saved = OmegaConf.load(folder.path / "overrides.yaml") if (folder.path / "overrides.yaml").is_file() else []
-    overrides = [str(o) for o in saved]
+        cfg, overrides = folder.saved_config(warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+    except RunFolderError as err:
+        raise ConfigError(str(err)) from err
     for override in extra_overrides:
         key, sep, value = override.partition("=")
         key = key.lstrip("+~")

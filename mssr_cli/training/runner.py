@@ -31,6 +31,7 @@ def _init_wandb(cfg, run_folder):
     import wandb
     from omegaconf import OmegaConf
 
+    from mssr_cli.secrets import redact_data
     from mssr_cli.training.run_folder import wandb_id
 
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -42,7 +43,7 @@ def _init_wandb(cfg, run_folder):
         resume="allow",
         dir=str(run_folder.path),
         mode=cfg.logging.wandb,
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=redact_data(OmegaConf.to_container(cfg, resolve=True)),  # W&B shows it to everyone on the project
         settings=wandb.Settings(console="off", x_disable_stats=True),
     )
 
@@ -76,33 +77,51 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
     threads = configure_cpu_threads(cfg.train.num_threads)
     started = time.time()
 
-    from transformers.trainer_callback import PrinterCallback
     from transformers.utils import logging as hf_logging
+
+    from mssr_cli.training.run_folder import RunFolder, RunFolderError, run_name
+    from mssr_cli.training.run_lock import acquire
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    folder = RunFolder(Path(run_dir) if run_dir else Path(cfg.logging.runs_root) / run_name(cfg), writes=main)
+
+    def warn(message: str) -> None:
+        console.print(f"warning: {message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+    if folder.path.exists() and not folder.path.is_dir():
+        raise RunFolderError(f"run folder {folder.path} is a file, not a folder: give another --run-dir")
+    lock = acquire(folder.path, warn) if main else None  # one writer per folder; rank 0 writes for all
+    try:
+        return _train_in_folder(cfg, overrides, folder, main, console, warn, threads, started)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, started) -> dict:
+    from transformers.trainer_callback import PrinterCallback
 
     from omegaconf import OmegaConf
 
     from mssr_cli.config.compose import steps_layout
     from mssr_cli.data.registry import load_split
     from mssr_cli.models.loading import load_policy, lora_config
+    from mssr_cli.training.checkpoints import step_of
     from mssr_cli.training.collapse import CollapseDetector, CollapseRules
     from mssr_cli.training.callbacks import (InterruptCallback, MetricsCallback, OnTrainBegin, ProgressCallback, RunLogger,
                                              ValidationCallback)
+    from mssr_cli.training.distributed import broadcast_from_main
     from mssr_cli.training.reward_funcs import REWARD_FUNCS
-    from mssr_cli.training.run_folder import RunFolder, run_name, summarize
-    from mssr_cli.training.trainer import RLTrainer
+    from mssr_cli.training.run_folder import RunFolderError, summarize
+    from mssr_cli.training.trainer import CheckpointWriteError, RLTrainer
     from mssr_cli.training.trl_args import grpo_args
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    folder = RunFolder(Path(run_dir) if run_dir else Path(cfg.logging.runs_root) / run_name(cfg), writes=main)
-    resume = folder.latest_checkpoint()
-    if resume is None:
-        folder.write_start(cfg, overrides)
-    else:
-        folder.write_resume(cfg, overrides, resume)
+    layout = steps_layout(cfg)
+    # the folder holds this run (or none), the newest checkpoint that verifies, the start written
+    resume = folder.prepare(cfg, overrides, warn, layout["updates_per_step"]) if main else None
     console.print(f"Run folder: [bold]{folder.path}[/bold]  ({threads} CPU threads)")
 
-    layout = steps_layout(cfg)
     with _progress(cfg.logging.progress and main) as progress:
         # data first: a bad row or path should fail in seconds, not after a 7B model has loaded
         train_set = load_split(cfg.data, "train")
@@ -135,14 +154,17 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
             keep_checkpoints=cfg.train.keep_checkpoints,
             peft_config=lora_config(cfg.model),
             extra_state={"entropy_ratio": logger.entropy_ratio, "collapse_detector": detector},
+            run_dir=str(folder.path),
         )
         trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its dict dumps
+        # rank 0 chose (and verified) the checkpoint; every process resumes from the same one
+        chosen = broadcast_from_main(resume.name if resume is not None else None)
+        resume = folder.checkpoints / chosen if chosen else None
         if resume is not None:
-            done = logger.rl_step(int(resume.name.rsplit("-", 1)[1]))
-            logger.resume(folder.truncate_metrics(done))
-            if not trainer.load_mssr_state(str(resume)):
-                console.print(f"[yellow]{resume} holds no mssr state: the value tracker starts afresh[/yellow]")
-            console.print(f"Resuming from {resume} (RL step {done})")
+            done = logger.rl_step(step_of(resume))
+            logger.resume([m for m in folder.read_metrics() if m["step"] <= done])  # as rank 0 restored them
+            trainer.load_mssr_state(str(resume))
+            console.print(f"Resuming from {resume.name} (RL step {done})", soft_wrap=True)
         elif hasattr(trainer.estimator, "tracker") and cfg.algo.tracker.warm_start:
             # when train() starts: DeepSpeed puts the model on its GPU (ZeRO-3: sharded) only then
             trainer.add_callback(OnTrainBegin(lambda: _warm_start_tracker(cfg, trainer, processor, train_set, progress, console)))
@@ -152,13 +174,15 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
         except KeyboardInterrupt:
             console.print(f"[yellow]Interrupted: `mssr train --resume {folder.path}` continues from the last checkpoint[/yellow]")
             raise
+        except CheckpointWriteError as err:
+            then = (f"`mssr train --resume {folder.path}` continues from {err.newest.name}" if err.newest
+                    else "run the same command again to start over")
+            raise RunFolderError(f"{err.strerror}; the run stopped: free space, then {then}") from err
         if interrupt.requested:
             console.print(f"[yellow]Interrupted: checkpoint at RL step {logger.rl_step(trainer.state.global_step)}; "
                           f"`mssr train --resume {folder.path}` continues from it[/yellow]")
             raise KeyboardInterrupt
-        trainer.save_model(str(folder.model))  # every process: ZeRO-3 gathers the shards, rank 0 writes
-        if main:
-            processor.save_pretrained(str(folder.model))
+        _save_final_model(trainer, processor, folder, main)
 
     summary = summarize(
         folder.read_metrics(),
@@ -173,6 +197,22 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
         wandb_run.finish()
     _print_summary(console, folder, summary)
     return summary
+
+
+def _save_final_model(trainer, processor, folder, main: bool) -> None:
+    """The final policy into <run>/model, whole or not at all: written beside it, then renamed into place."""
+    import shutil
+
+    partial = folder.path / ".model.partial"
+    if main:
+        shutil.rmtree(partial, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(partial))  # every process: ZeRO-3 gathers the shards, rank 0 writes
+    trainer.accelerator.wait_for_everyone()
+    if main:
+        processor.save_pretrained(str(partial))
+        shutil.rmtree(folder.model, ignore_errors=True)
+        partial.rename(folder.model)
 
 
 def _print_summary(console, folder, summary: dict) -> None:

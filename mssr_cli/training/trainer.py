@@ -24,7 +24,8 @@ of its own, through a reference model kept for it alone (``algo.tracker.always_m
 Generation runs with a neutral ``generation_config`` (``training.sampling``), so rollouts sample at
 the configured temperature and top-p only, whatever the checkpoint's defaults.
 
-Plus atomic checkpoints that also hold the estimator's state (the value tracker).
+Plus atomic checkpoints that also hold the estimator's state (the value tracker), a copy of the run
+folder's config and metrics, and a manifest of sizes and hashes (``training.checkpoints``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import json
 import os
 import shutil
 import time
+from pathlib import Path
 
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -41,10 +43,10 @@ from trl.trainer.utils import RepeatSampler
 
 from mssr_cli.algos.kl import rollout_kl
 from mssr_cli.algos.shaping import entropy_shaping_term, sampled_token_entropy, shaping_cap_fraction
+from mssr_cli.training import checkpoints
+from mssr_cli.training.checkpoints import STATE_FILE
 from mssr_cli.training.estimators import build_estimator
 from mssr_cli.training.sampling import neutral_generation_config
-
-STATE_FILE = "mssr_state.json"  # estimator (value tracker) and other mssr state inside each checkpoint
 # Multimodal tensors of a batch that a forward pass needs besides the token ids (TRL's names).
 FORWARD_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
                 "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids", "num_tiles")
@@ -74,7 +76,8 @@ class EpochRepeatSampler(RepeatSampler):
 class RLTrainer(GRPOTrainer):
     """GRPOTrainer whose advantages come from ``mssr_cli.algos``; see the module docstring."""
 
-    def __init__(self, *args, algo_cfg, keep_checkpoints: int = 2, extra_state: dict | None = None, **kwargs):
+    def __init__(self, *args, algo_cfg, keep_checkpoints: int = 2, extra_state: dict | None = None,
+                 run_dir: str | None = None, **kwargs):
         estimator = build_estimator(algo_cfg)
         grpo_config = kwargs["args"]
         # algo.kl_coef=0 drops TRL's reference model, but the tracker still reads the KL to it (the reference
@@ -91,6 +94,7 @@ class RLTrainer(GRPOTrainer):
         if self._tracker_ref_only:
             self.beta = 0.0  # no KL term in the loss, no TRL reference pass: the seam's own pass feeds the tracker
         self.keep_checkpoints = keep_checkpoints
+        self.run_dir = run_dir  # its config and metrics are copied into each checkpoint
         self.estimator = estimator
         self.shaping = algo_cfg.shaping
         self.cross_modal_kl_coef = float(algo_cfg.cross_modal_kl_coef)
@@ -397,45 +401,56 @@ class RLTrainer(GRPOTrainer):
         target.load_state_dict(loaded.state_dict(), strict=True)
         del loaded
 
-    def load_mssr_state(self, checkpoint_dir: str) -> bool:
-        """Restore the estimator (tracker) and extra state saved beside a checkpoint; False if absent."""
-        path = os.path.join(checkpoint_dir, STATE_FILE)
-        if not os.path.exists(path):
-            return False
-        with open(path) as f:
+    def load_mssr_state(self, checkpoint_dir: str) -> None:
+        """Restore the estimator (tracker) and extra state saved beside a checkpoint.
+
+        The checkpoint has verified against its manifest, which always lists this file: a missing or
+        unreadable one is an error here, never a silently restarted tracker."""
+        with open(os.path.join(checkpoint_dir, STATE_FILE)) as f:
             state = json.load(f)
         self.estimator.load_state_dict(state["estimator"])
         for name, obj in self.extra_state.items():
             if name in state:
                 obj.load_state_dict(state[name])
-        return True
 
     def _save_checkpoint(self, model, trial):
         final_root = self.args.output_dir
         staging_root = os.path.join(final_root, ".staging")
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staged = os.path.join(staging_root, name)
         if self.args.should_save:  # one process clears a leftover, before any process writes into it
-            shutil.rmtree(os.path.join(staging_root, name), ignore_errors=True)
+            shutil.rmtree(staged, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         self.args.output_dir = staging_root  # the parent writes into <output_dir>/checkpoint-N
         try:
             super()._save_checkpoint(model, trial)
+            self.accelerator.wait_for_everyone()  # every process's part (its RNG state, ZeRO shards) is written
+            if not self.args.should_save:
+                return
+            with open(os.path.join(staged, STATE_FILE), "w") as f:
+                json.dump(self.mssr_state(), f)
+            if self.run_dir is not None:
+                checkpoints.copy_run_files(Path(self.run_dir), Path(staged))
+            checkpoints.write_manifest(Path(staged))  # last: it vouches for everything above
+        except OSError as err:  # disk full, quota, a vanished mount: the newest complete checkpoint stays
+            if self.args.should_save:
+                checkpoints.remove_tree(Path(staged))  # give the space back
+            raise CheckpointWriteError(name, err, checkpoints.newest_verified(Path(final_root))[0]) from err
         finally:
             self.args.output_dir = final_root
-        self.accelerator.wait_for_everyone()  # every process's part (its RNG state, ZeRO shards) is written
-        if not self.args.should_save:
-            return
-        staged = os.path.join(staging_root, name)
-        with open(os.path.join(staged, STATE_FILE), "w") as f:
-            json.dump(self.mssr_state(), f)
         # one rename makes the checkpoint appear whole: a crash mid-save leaves only .staging behind
         target = os.path.join(final_root, name)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staged, target)
-        self._drop_old_checkpoints(final_root)
+        checkpoints.drop_old(Path(final_root), self.keep_checkpoints)
 
-    def _drop_old_checkpoints(self, root: str) -> None:
-        found = [d for d in os.listdir(root) if d.startswith(PREFIX_CHECKPOINT_DIR + "-")]
-        found.sort(key=lambda d: int(d.rsplit("-", 1)[1]))
-        for old in found[: max(0, len(found) - self.keep_checkpoints)]:
-            shutil.rmtree(os.path.join(root, old), ignore_errors=True)
+
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (disk full, ...): says which, why, and which complete one remains."""
+
+    def __init__(self, name: str, cause: OSError, newest: Path | None):
+        from mssr_cli.fileio import describe_os_error
+
+        self.name, self.cause, self.newest = name, cause, newest
+        kept = f"the newest complete checkpoint is {newest.name}" if newest else "no complete checkpoint was saved yet"
+        super().__init__(cause.errno, f"writing {name} failed, {describe_os_error(cause)}; {kept}")

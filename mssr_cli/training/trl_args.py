@@ -80,6 +80,7 @@ def grpo_args(cfg, output_dir: str):
         report_to="none",  # mssr logs to W&B itself, under its own metric names
         disable_tqdm=True,
         gradient_checkpointing=cfg.model.gradient_checkpointing,
+        trust_remote_code=bool(cfg.model.trust_remote_code),  # TRL loads the reference model and vLLM with it
         bf16=use_bf16(train.bf16),
         fp16=False,
         use_vllm=train.use_vllm,
