@@ -296,3 +296,27 @@ def test_importing_compare_stays_light():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_compare_files_are_written_whole(tmp_path, monkeypatch):
+    """compare.md, compare.csv and the plots go to a temporary name and are renamed into place: a failure
+    while writing leaves the previous files whole and no partial one behind."""
+    import os as _os
+
+    root = build_ablation(tmp_path / "ablation")
+    out = tmp_path / "out"
+    run_compare([root], out=out, console=quiet())
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert not [n for n in before if n.startswith(".")]
+    real_replace = _os.replace
+
+    def failing(src, dst):
+        if str(dst).endswith(".png"):
+            raise OSError(28, "No space left on device", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(_os, "replace", failing)
+    with pytest.raises(OSError):
+        run_compare([root], out=out, console=quiet())
+    after = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
+    assert {n: after[n] for n in before if n.endswith(".png")} == {n: b for n, b in before.items() if n.endswith(".png")}

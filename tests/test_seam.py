@@ -165,7 +165,7 @@ def test_resume_restores_the_tracker_instead_of_restarting_it(mssr_run, tmp_path
     _, run, _, overrides = mssr_run
     copy = tmp_path / "again"
     shutil.copytree(run, copy)
-    more = [*overrides, "train.max_steps=3", "algo.tracker.warm_start=false"]
+    more = [*overrides, "train.max_steps=3"]  # a resume never warm-starts the tracker again
     run_training(compose(more), more, copy)
     lines = _lines(copy)
     assert [m["step"] for m in lines] == [0, 1, 2, 3]

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from mssr_cli.evaluation.benchmarks import BENCHMARKS, parse_benchmarks
+from mssr_cli.fileio import write_text_atomic
 from mssr_cli.evaluation.errors import ModelLoadError
 from mssr_cli.evaluation.generation import check_backend
 from mssr_cli.evaluation.judge import DEFAULT_TIMEOUT as JUDGE_TIMEOUT
@@ -257,9 +258,7 @@ def run_eval(
         "mean_accuracy": sum(accuracies) / len(accuracies),
         "benchmarks": results,
     }
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out / "summary.json")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     console.print(results_table(summary))
     if judge is not None:
         console.print(f"Judge: {judge.calls} calls, {judge.failures} failed, {judge.skipped} items not asked "
@@ -282,7 +281,8 @@ def _evaluate_one(name, task, policy, lm, out, limit, batch_size, max_new_tokens
     judge_before = (judge.calls, judge.failures, judge.skipped) if judge is not None else None
     chunk = max(batch_size, 1) * CHUNK_BATCHES if lm is None else LM_EVAL_CHUNK
     samples_path = out / f"samples_{name}.jsonl"
-    with samples_path.open("w") as samples, Progress(
+    partial = out / f".samples_{name}.jsonl.partial"  # renamed into place once every item is written
+    with partial.open("w") as samples, Progress(
         TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
         transient=True, disable=not console.is_terminal,
     ) as progress:
@@ -316,6 +316,7 @@ def _evaluate_one(name, task, policy, lm, out, limit, batch_size, max_new_tokens
                 if judge is not None and judge.outcome is not None:  # failed/skipped: graded by the rules alone
                     line["judge"] = judge.outcome
                 samples.write(json.dumps(line, ensure_ascii=False) + "\n")
+    os.replace(partial, samples_path)
     result = {
         "n": n,
         "correct": int(correct),

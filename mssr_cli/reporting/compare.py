@@ -54,6 +54,7 @@ def run_compare(
     Prints the table to ``console`` (default: stdout) and writes compare.md, compare.csv and
     the plots into ``out`` (default: the single folder given, else ./compare).
     """
+    from mssr_cli.fileio import write_text_atomic
     from mssr_cli.reporting import plots, table
 
     if not paths:
@@ -71,7 +72,7 @@ def run_compare(
     table.write_csv(cmp, csv_path)
     plot_paths = plots.write_plots(cmp, out, warnings)
     md_path = out / "compare.md"
-    md_path.write_text(table.markdown(cmp, notes=warnings))
+    write_text_atomic(md_path, table.markdown(cmp, notes=warnings))
 
     if console is None:
         from mssr_cli.console import stdout_console

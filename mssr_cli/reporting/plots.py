@@ -6,6 +6,7 @@ bare Figure (no pyplot): the user's backend and global state are left alone.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -66,4 +67,6 @@ def _draw(bands: dict[str, stats.Band], metric: str, xlabel: str, target: float 
     ax.set_title(f"{metric} vs {xlabel} (mean over seeds, band: min-max)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    fig.savefig(path)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # savefig picks the format by suffix
+    fig.savefig(partial)
+    os.replace(partial, path)  # a reader sees the old plot or the new one, never half

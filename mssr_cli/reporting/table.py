@@ -173,11 +173,16 @@ def csv_records(cmp: Comparison) -> list[dict]:
 
 def write_csv(cmp: Comparison, path: Path) -> None:
     """One row per variant; empty cells where a number is not measurable."""
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for record in csv_records(cmp):
-            writer.writerow({k: _csv_cell(v) for k, v in record.items()})
+    import io
+
+    from mssr_cli.fileio import write_text_atomic
+
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    for record in csv_records(cmp):
+        writer.writerow({k: _csv_cell(v) for k, v in record.items()})
+    write_text_atomic(path, text.getvalue())
 
 
 def _csv_cell(value):
