@@ -130,7 +130,7 @@ def test_hub_id_and_local_copy_take_the_same_call(tmp_path, monkeypatch):
         return real(str(folder) if path == "Osilly/Vision-R1-rl" else path, *args, **kwargs)
 
     monkeypatch.setattr(datasets, "load_dataset", fake_hub)
-    monkeypatch.setattr("mssr_cli.evaluation.sources.hub_worth_trying", lambda: True)
+    monkeypatch.setattr("mssr_cli.hub.hub_worth_trying", lambda: True)
     from_hub = load_split(data_cfg("data=vision_r1"), "validation")
     from_copy = load_split(data_cfg("data=vision_r1", f"data.path={folder}"), "validation")
     assert calls == [("Osilly/Vision-R1-rl", "test"), (str(folder), "test")]
@@ -270,7 +270,7 @@ def test_configuration_mistakes_name_the_key(tmp_path, monkeypatch):
         load_split(data_cfg("data=local", f"data.path={tmp_path}/nowhere"), "train")
     with pytest.raises(DataSourceError, match=r"no .parquet, .jsonl or .json files"):
         load_split(data_cfg("data=local", f"data.path={tmp_path}/v/*.csv"), "train")
-    monkeypatch.setattr("mssr_cli.evaluation.sources.hub_worth_trying", lambda: False)
+    monkeypatch.setattr("mssr_cli.hub.hub_worth_trying", lambda: False)
     with pytest.raises(DataSourceError, match=r"hf download hiyouga/geometry3k .*data.path=DIR"):
         load_split(data_cfg("data=geometry3k"), "train")
 

@@ -374,7 +374,7 @@ def test_without_a_local_copy_the_hub_id_is_loaded(monkeypatch):
         calls.append((path, name, split))
         return datasets.Dataset.from_dict({"problem_version": ["Vision Only", "Text Only"], "answer": ["A", "B"]})
 
-    monkeypatch.setattr(sources, "hub_worth_trying", lambda: True)
+    monkeypatch.setattr("mssr_cli.hub.hub_worth_trying", lambda: True)
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     docs, source = load_docs("mathverse")
     assert calls == [("AI4Math/MathVerse", "testmini", "testmini")]
@@ -386,7 +386,7 @@ def test_unreachable_hub_fails_fast_without_retries(monkeypatch, tmp_path):
 
     from mssr_cli.evaluation import sources
 
-    monkeypatch.setattr(sources, "hub_worth_trying", lambda: False)
+    monkeypatch.setattr("mssr_cli.hub.hub_worth_trying", lambda: False)
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("no Hub call when unreachable"))
     with pytest.raises(BenchmarkDataError, match=r"could not be loaded \(ConnectionError: no connection to the Hub\)"):
         load_docs("logicvista", tmp_path)

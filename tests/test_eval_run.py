@@ -45,7 +45,7 @@ def test_chat_rendering_is_the_training_one(tiny_policy_path):
 
     from mssr_cli.data.digits import load_digits_split
     from mssr_cli.evaluation.generation import chat_text
-    from mssr_cli.training.validation import chat_texts
+    from mssr_cli.models.generation import chat_texts
 
     processor = AutoProcessor.from_pretrained(tiny_policy_path)
     docs = load_digits_split("validation", limit=2)
@@ -58,7 +58,7 @@ def test_digits_end_to_end_matches_training_validation(tiny_policy_path, tmp_pat
     from mssr_cli.config.compose import compose
     from mssr_cli.data.digits import load_digits_split
     from mssr_cli.models.loading import load_policy
-    from mssr_cli.training.validation import greedy_accuracy
+    from mssr_cli.models.generation import greedy_accuracy
 
     console = _console()
     summary = run_eval(["digits"], "tiny", limit=20, out=tmp_path, max_new_tokens=12, console=console)

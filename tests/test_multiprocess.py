@@ -107,7 +107,7 @@ def _shared_generation_worker(rank: int, world: int, port: int, model_path: str,
     from mssr_cli.data.digits import load_digits_split
     from mssr_cli.training.distributed import generate_across_processes
     from mssr_cli.training.tracker_warm_start import sample_outcomes
-    from mssr_cli.training.validation import greedy_accuracy
+    from mssr_cli.models.generation import greedy_accuracy
 
     torch.set_num_threads(1)  # two processes share the CI machine's 2 cores
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -124,7 +124,8 @@ def _shared_generation_worker(rank: int, world: int, port: int, model_path: str,
         processor.tokenizer.padding_side = "left"
         model = AutoModelForImageTextToText.from_pretrained(model_path)
         outcomes = sample_outcomes(model, processor, load_digits_split("train", limit=11), 1, 4, 12, 1.0, 1e-6)
-        val = greedy_accuracy(model, processor, load_digits_split("validation", limit=11), 4, 12, across_processes=True)
+        val = greedy_accuracy(model, processor, load_digits_split("validation", limit=11), 4, 12,
+                              spread=generate_across_processes)
         result = {"ids": ids, "calls": calls, "outcomes": outcomes, "val": val}
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(result, f)
@@ -144,7 +145,7 @@ def test_shared_generation_gives_every_process_every_row(tmp_path, tiny_policy_p
 
     from mssr_cli.data.digits import load_digits_split
     from mssr_cli.training.tracker_warm_start import sample_outcomes
-    from mssr_cli.training.validation import greedy_accuracy
+    from mssr_cli.models.generation import greedy_accuracy
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

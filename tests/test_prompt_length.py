@@ -66,7 +66,7 @@ def test_count_equals_the_processors_input_ids(processor, processor_folder, pinn
     from transformers import AutoProcessor
 
     from mssr_cli.training.prompt_length import prompt_token_counts
-    from mssr_cli.training.validation import chat_texts
+    from mssr_cli.models.generation import chat_texts
 
     proc = AutoProcessor.from_pretrained(processor_folder) if pinned else processor
     images = [encoded(s) for s in SIZES] + [encoded((300, 100), "JPEG", orientation=6), encoded((90, 200), "JPEG")]

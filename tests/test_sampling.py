@@ -88,7 +88,7 @@ def test_trl_rollouts_sample_at_the_training_settings(hostile_model_dir, process
 
 
 def test_sampling_config_sets_every_knob_to_its_no_op():
-    from mssr_cli.training.sampling import sampling_config
+    from mssr_cli.models.sampling import sampling_config
 
     config = sampling_config(12, 0.6, 0.9)
     assert (config.do_sample, config.temperature, config.top_p, config.top_k) == (True, 0.6, 0.9, 0)

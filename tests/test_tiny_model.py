@@ -41,7 +41,7 @@ def test_built_model_reloads_offline_with_auto_classes(tiny_policy_path):
 def test_warm_started_policy_follows_the_format_and_beats_chance(tiny_policy_path, base_cfg):
     from mssr_cli.data.registry import load_split
     from mssr_cli.models.loading import load_policy
-    from mssr_cli.training.validation import greedy_accuracy
+    from mssr_cli.models.generation import greedy_accuracy
 
     model, processor = load_policy(base_cfg.model, base_cfg.data)
     metrics = greedy_accuracy(model, processor, load_split(base_cfg.data, "validation"), max_new_tokens=12)

@@ -254,9 +254,9 @@ def _load_hub(data_cfg, split_name: str, split_key: str):
             raise DataSourceError(f"data.path={where}: no such folder (a local copy of {hub_id}, made with: {copy_hint})")
         where = str(Path(where).expanduser())
     else:
-        from mssr_cli.evaluation.sources import hub_worth_trying
+        from mssr_cli import hub
 
-        if not hub_worth_trying():  # else datasets retries for ~25 s before failing
+        if not hub.hub_worth_trying():  # else datasets retries for ~25 s before failing
             raise DataSourceError(
                 f"data.hub_id={hub_id}: the Hub cannot be reached; make a local copy with: {copy_hint}, then pass data.path=DIR"
             )

@@ -211,7 +211,7 @@ def run_eval(
 
     sources = {name: loaded_from.get(name, "?") for name in names}
 
-    from mssr_cli.training.threads import configure_cpu_threads
+    from mssr_cli.cpu_threads import configure_cpu_threads
 
     configure_cpu_threads(None)
     if backend == "hf":

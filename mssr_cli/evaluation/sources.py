@@ -15,25 +15,13 @@ unreadable or over-the-pixel-limit image is a ``BenchmarkDataError`` naming the 
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
+from mssr_cli import hub
 from mssr_cli.evaluation.benchmarks import Benchmark, get_benchmark
 from mssr_cli.evaluation.errors import BenchmarkDataError
 
 loaded_from: dict[str, str] = {}  # benchmark -> where its documents were last loaded from (for summaries)
-
-
-@functools.cache
-def hub_worth_trying() -> bool:
-    """False only when the Hub's host can't be reached directly: ``datasets`` would spend ~25 s
-    retrying each benchmark before failing. Offline mode (``HF_HUB_OFFLINE=1``: the ``datasets``
-    cache) and proxies are left to ``datasets``."""
-    from huggingface_hub import constants
-
-    from mssr_cli.models.loading import hub_connection_error  # the one probe, shared with model loading
-
-    return constants.HF_HUB_OFFLINE or hub_connection_error() is None
 
 
 def download_command(benchmark: Benchmark, data_dir: Path | str | None) -> str:
@@ -90,7 +78,7 @@ def _load_docs(name, data_dir, image_size, num_val):
         wanted = ", ".join(benchmark.local_files) or f"{benchmark.split} files"
         reasons.append(f"no local copy in {folder} (looked for {wanted})" if folder.is_dir() else f"no folder {folder}")
     try:
-        if not hub_worth_trying():
+        if not hub.hub_worth_trying():
             raise ConnectionError("no connection to the Hub")
         import datasets
 

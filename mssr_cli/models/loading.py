@@ -7,18 +7,14 @@ through exactly the same two calls.
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
+from mssr_cli.hub import hub_connection_error
 from mssr_cli.models.cache import cache_dir
 
 TINY_VERSION = 1  # bump when the tiny architecture, tokenizer or warm start changes
-PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-HUB_PROBE_SECONDS = 3.0
 # Files that make a cached Hub snapshot loadable: its config and weights (one file or a sharded index)
 # or, for a PEFT adapter, the adapter's config.
 CONFIG_FILES = ("config.json", "adapter_config.json")
@@ -29,25 +25,6 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 class ModelNotFoundError(OSError):
     """The model cannot load here (no such folder; a Hub id neither cached nor reachable). An OSError, as
     transformers raises for a model it cannot find; the one-line message says what, where and the fix."""
-
-
-@functools.cache
-def hub_connection_error() -> str | None:
-    """Why the Hub's host cannot be reached directly now; None when it can or a proxy decides.
-
-    One TCP connect of at most 3 s: without it, transformers retries every file for minutes (7.5 min for
-    a cached model with no network, measured) and datasets ~25 s per dataset before failing."""
-    from huggingface_hub import constants
-
-    if any(os.environ.get(v) for v in PROXY_VARS):
-        return None
-    url = urlparse(constants.ENDPOINT)
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((host, port), timeout=HUB_PROBE_SECONDS).close()
-    except OSError as err:
-        return f"cannot connect to {host}:{port}: {err.strerror or type(err).__name__}"
-    return None
 
 
 def looks_like_path(name_or_path: str) -> bool:

@@ -31,7 +31,7 @@ def completion_batch(processor, batch: dict) -> dict:
     import torch
 
     from mssr_cli.data.prompts import boxed
-    from mssr_cli.training.validation import chat_texts
+    from mssr_cli.models.generation import chat_texts
 
     prompts = chat_texts(processor, batch["prompt"])
     eos = processor.tokenizer.eos_token
@@ -64,7 +64,7 @@ def warm_start(
     """Fine-tune ``model`` in place on ``train_set`` until greedy accuracy on ``check_set`` >= target."""
     import torch
 
-    from mssr_cli.training.validation import greedy_accuracy
+    from mssr_cli.models.generation import greedy_accuracy
 
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)

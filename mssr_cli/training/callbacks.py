@@ -91,11 +91,12 @@ class ValidationCallback(TrainerCallback):
         self.batch_size, self.max_new_tokens, self.temperature = batch_size, max_new_tokens, temperature
 
     def _validate(self, model) -> dict[str, float]:
-        from mssr_cli.training.validation import greedy_accuracy
+        from mssr_cli.models.generation import greedy_accuracy
+        from mssr_cli.training.distributed import generate_across_processes
 
         # several processes: each answers a shard and all get the same metrics (no rank waits alone)
         result = greedy_accuracy(model, self.processor, self.val_set, self.batch_size, self.max_new_tokens,
-                                 temperature=self.temperature, across_processes=True)
+                                 temperature=self.temperature, spread=generate_across_processes)
         return {"val/accuracy": result["accuracy"], "val/format_rate": result["format_rate"]}
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):

@@ -96,7 +96,7 @@ def prompt_token_counts(dataset, processor) -> list[int]:
     first row is checked against that exact count, so a processor that expands images
     differently fails here instead of filtering wrongly.
     """
-    from mssr_cli.training.validation import chat_texts
+    from mssr_cli.models.generation import chat_texts
 
     if len(dataset) == 0:
         return []

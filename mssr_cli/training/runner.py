@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mssr_cli.training.threads import configure_cpu_threads
+from mssr_cli.cpu_threads import configure_cpu_threads
 
 
 def _progress(enabled: bool):

@@ -16,7 +16,7 @@ def sample_outcomes(model, processor, dataset, rollouts: int, batch_size: int, m
     on every process (under several processes, every process must call it)."""
     from mssr_cli.rewards import accuracy_reward
     from mssr_cli.training.distributed import generate_across_processes, rank_and_world, shard_bounds
-    from mssr_cli.training.validation import generate_answers
+    from mssr_cli.models.generation import generate_answers
 
     rank, world = rank_and_world()
     shard_rows = shard_bounds(len(dataset), rank, world)[2] if world > 1 else len(dataset)

@@ -21,7 +21,7 @@ several updates per step TRL has already computed the rollout policy's log-probs
 at generation time (``old_per_token_logps``), and the tracker takes them there; with one update the
 loss's forward pass is that same policy. Only with ``algo.kl_coef=0`` does the tracker need a pass
 of its own, through a reference model kept for it alone (``algo.tracker.always_measure_kl``).
-Generation runs with a neutral ``generation_config`` (``training.sampling``), so rollouts sample at
+Generation runs with a neutral ``generation_config`` (``models.sampling``), so rollouts sample at
 the configured temperature and top-p only, whatever the checkpoint's defaults.
 
 Plus atomic checkpoints that also hold the estimator's state (the value tracker), a copy of the run
@@ -46,7 +46,7 @@ from mssr_cli.algos.shaping import entropy_shaping_term, sampled_token_entropy, 
 from mssr_cli.training import checkpoints
 from mssr_cli.training.checkpoints import STATE_FILE
 from mssr_cli.training.estimators import build_estimator
-from mssr_cli.training.sampling import neutral_generation_config
+from mssr_cli.models.sampling import neutral_generation_config
 # Multimodal tensors of a batch that a forward pass needs besides the token ids (TRL's names).
 FORWARD_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
                 "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids", "num_tiles")

@@ -1,4 +1,7 @@
-"""Greedy, batched validation: the share of prompts whose boxed answer is right."""
+"""Batched generation with the model's chat template, and validation accuracy (greedy by default).
+
+Shared by training (validation, the tracker warm start), the tiny model's supervised warm start and
+evaluation parity tests: it lives with the models, so none of those reaches into training/."""
 
 from __future__ import annotations
 
@@ -29,11 +32,11 @@ def generate_answers(model, processor, dataset, batch_size: int = 64, max_new_to
     """Completions (decoded, special tokens dropped) for every row, in order.
 
     Greedy when ``temperature`` is 0, else sampled at ``temperature`` and ``top_p`` with no other
-    filter or penalty, whatever the checkpoint's generation_config says (``training.sampling``);
+    filter or penalty, whatever the checkpoint's generation_config says (``models.sampling``);
     ``on_batch(n)`` is called after each batch (progress bars)."""
     import torch
 
-    from mssr_cli.training.sampling import neutral_generation_config, sampling_config
+    from mssr_cli.models.sampling import neutral_generation_config, sampling_config
 
     was_training = model.training
     model.eval()
@@ -58,26 +61,25 @@ def generate_answers(model, processor, dataset, batch_size: int = 64, max_new_to
 
 
 def greedy_accuracy(model, processor, dataset, batch_size: int = 64, max_new_tokens: int = 16,
-                    temperature: float = 0.0, seed: int = 0, across_processes: bool = False) -> dict[str, float]:
+                    temperature: float = 0.0, seed: int = 0, spread=None) -> dict[str, float]:
     """Validation metrics: ``accuracy`` (boxed answer right) and ``format_rate`` (a boxed answer at all).
 
     Greedy by default; with ``temperature`` > 0 (the paper validates at 0.6) answers are sampled
     from a private generator seeded with ``seed``, so validating never shifts the training RNG
     (a resumed run, or one validated more often, then samples the same rollouts).
-    ``across_processes``: every training process answers a shard and all get the same metrics
-    (then every process must call it)."""
+    ``spread(generate, dataset) -> completions``: how to share the work, e.g. training's
+    ``generate_across_processes`` (every process answers a shard and all get every answer; then every
+    process must call this). Passed in, so that models/ needs nothing from training/."""
     import torch
 
     from mssr_cli.rewards import accuracy_reward, extract_boxed
-    from mssr_cli.training.distributed import generate_across_processes
-
     def answer(rows):
         return generate_answers(model, processor, rows, batch_size, max_new_tokens, temperature=temperature)
 
     devices = [model.device.index] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        completions = generate_across_processes(answer, dataset) if across_processes else answer(dataset)
+        completions = spread(answer, dataset) if spread is not None else answer(dataset)
     answers = dataset["answer"]
     correct = [accuracy_reward(c, a) for c, a in zip(completions, answers, strict=True)]
     formatted = [extract_boxed(c) is not None for c in completions]
