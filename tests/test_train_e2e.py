@@ -33,6 +33,9 @@ def test_train_writes_the_run_folder(tmp_path, tiny_policy_path):
             assert key in m, key
         assert 0.0 <= m["train/accuracy"] <= 1.0
         assert m["train/reward"] == pytest.approx(m["train/accuracy"])  # format is logged, not paid
+    # train/tokens: completion tokens so far, i.e. the running sum of mean length x rollouts per step
+    generated = [m["train/response_length"] * 16 for m in lines[1:]]
+    assert [m["train/tokens"] for m in lines[1:]] == pytest.approx([sum(generated[: i + 1]) for i in range(3)])
     assert [m["step"] for m in lines if "val/accuracy" in m] == [0, 2, 3]  # step 0, every 2, last
     assert json.loads((run / "summary.json").read_text()) == summary
     assert summary["steps"] == 3 and summary["start_val_accuracy"] == lines[0]["val/accuracy"]

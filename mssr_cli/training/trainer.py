@@ -106,6 +106,7 @@ class RLTrainer(GRPOTrainer):
         # objects with state_dict()/load_state_dict() saved in each checkpoint (entropy baseline, detector)
         self.extra_state = dict(extra_state or {})
         self.last_step: dict = {}  # the latest step's ids, rewards and advantages (tests, debugging)
+        self.completion_tokens = 0  # generated so far (train/tokens); saved in each checkpoint
         self._loss_inputs: dict | None = None
         self._reset_step()
 
@@ -153,6 +154,11 @@ class RLTrainer(GRPOTrainer):
         self._reset_step()
         for name, value in metrics.items():
             self._metrics["train"][name] = [value]
+        # completion tokens generated so far, every process (mask_truncated_completions is never set: the mask
+        # holds every generated token up to and including EOS): compare puts runs on an equal-cost axis
+        generated = self.accelerator.gather(output["completion_mask"].sum().reshape(1)).sum().item()
+        self.completion_tokens += int(generated)
+        self._metrics["train"]["train/tokens"] = [float(self.completion_tokens)]
         self._start_tracker_step(output)
         return output
 
@@ -381,7 +387,7 @@ class RLTrainer(GRPOTrainer):
                                   sampler.repeat_count, sampler.shuffle, sampler.seed)
 
     def mssr_state(self) -> dict:
-        return {"estimator": self.estimator.state_dict(),
+        return {"estimator": self.estimator.state_dict(), "completion_tokens": self.completion_tokens,
                 **{name: obj.state_dict() for name, obj in self.extra_state.items()}}
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
@@ -409,6 +415,7 @@ class RLTrainer(GRPOTrainer):
         with open(os.path.join(checkpoint_dir, STATE_FILE)) as f:
             state = json.load(f)
         self.estimator.load_state_dict(state["estimator"])
+        self.completion_tokens = int(state.get("completion_tokens", 0))
         for name, obj in self.extra_state.items():
             if name in state:
                 obj.load_state_dict(state[name])
