@@ -153,6 +153,10 @@ def test_spread_over_seeds(compared):
     assert (mvsr.runs_with_alarms, mvsr.alarm_rules) == (1, ["entropy_collapse"])
     assert mvsr.step_seconds_median == pytest.approx(1.0)
     assert mvsr.rollouts_per_step == 8
+    # Seed statistics (tests/test_compare_stats.py has the rest): finals 0.7, 0.5 against grpo's 0.6, 0.6.
+    assert (mvsr.final_ci95.low, mvsr.final_ci95.high) == pytest.approx((0.5, 0.7))  # 2 seeds: min-max
+    assert mvsr.final_iqm == pytest.approx(0.6)  # below 4 seeds the IQM is the mean
+    assert mvsr.prob_improvement == pytest.approx(0.5)  # 0.7 beats both 0.6s, 0.5 loses both: 2 / 4
 
 
 def test_variant_that_never_reaches_the_target(compared):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mssr_cli.reporting.runs import CompareError, read_runs
-from mssr_cli.reporting.variants import VariantRow, compare_variants, duplicate_seed_warnings
+from mssr_cli.reporting.variants import VariantRow, compare_variants, duplicate_seed_warnings, few_seed_warnings
 
 __all__ = ["CompareError", "CompareResult", "run_compare"]
 
@@ -64,7 +64,7 @@ def run_compare(
     if not runs:
         raise CompareError(f"no readable runs (every run folder lacks metrics.jsonl) in {', '.join(map(str, paths))}")
     cmp = compare_variants(runs, metric, reference)
-    warnings += duplicate_seed_warnings(cmp.groups)
+    warnings += duplicate_seed_warnings(cmp.groups) + few_seed_warnings(cmp)
 
     out = Path(out) if out is not None else default_out(paths)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from mssr_cli.reporting import stats
 from mssr_cli.reporting.stats import Spread
 from mssr_cli.reporting.variants import Comparison, VariantRow
 
 CSV_COLUMNS = [
     "variant", "reference", "metric", "target", "seeds", "incomplete_runs", "rollouts_per_step",
     "final_mean", "final_std", "final_min", "final_max",
+    "ci95_low", "ci95_high", "iqm", "prob_improvement", "prob_improvement_low", "prob_improvement_high",
     "best_mean", "best_std", "best_min", "best_max",
     "reached", "steps_to_target", "steps_ratio", "rollouts_to_target", "rollouts_ratio",
     "entropy_ratio_lowest_mean", "entropy_ratio_lowest_worst", "entropy_ratio_worst_run",
@@ -35,6 +37,17 @@ def _spread(s: Spread | None, sep: str) -> str:
     if s.std is None:  # one seed
         return _num(s.mean)
     return f"{_num(s.mean)} ± {_num(s.std)}{sep}({_num(s.min)}–{_num(s.max)})"
+
+
+def _interval(ci: stats.Interval | None, digits: int, sep: str) -> str:
+    return "-" if ci is None else f"[{_num(ci.low, digits)},{sep}{_num(ci.high, digits)}]"
+
+
+def _improvement(row: VariantRow, sep: str) -> str:
+    if row.prob_improvement is None:
+        return "-"
+    text = _num(row.prob_improvement, 2)
+    return text if row.prob_improvement_ci95 is None else f"{text}{sep}{_interval(row.prob_improvement_ci95, 2, sep)}"
 
 
 def _to_target(row: VariantRow, value: float | None, ratio: float | None, sep: str) -> str:
@@ -65,7 +78,8 @@ def _alarms(row: VariantRow, sep: str) -> str:
 def headers(cmp: Comparison) -> list[str]:
     return [
         "variant", "seeds",
-        f"final {cmp.metric} mean ± std (min–max)", f"best {cmp.metric} mean ± std (min–max)",
+        f"final {cmp.metric} mean ± std (min–max)", "final 95% CI", "final IQM", "P(improvement) over ref [95% CI]",
+        f"best {cmp.metric} mean ± std (min–max)",
         "steps to target (vs ref)", "rollouts to target (vs ref)",
         "lowest entropy ratio (mean, worst seed)", "runs with alarms", "s/step (median)",
     ]  # fmt: skip
@@ -73,11 +87,13 @@ def headers(cmp: Comparison) -> list[str]:
 
 # The console is narrow: short headers, and the caption says what they mean.
 SHORT_HEADERS = [
-    "variant", "seeds", "final", "best", "steps to\ntarget", "rollouts\nto target", "min\nentropy\nratio",
-    "runs with\nalarms", "s/step",
+    "variant", "seeds", "final", "95% CI", "IQM", "P(impr.)", "best", "steps to\ntarget", "rollouts\nto target",
+    "min\nentropy\nratio", "runs with\nalarms", "s/step",
 ]  # fmt: skip
 CONSOLE_LEGEND = (
-    "final, best: mean ± std over seeds (min–max); (0.50x): ratio to the reference; "
+    "final, best: mean ± std over seeds (min–max); 95% CI: bootstrap interval of the mean final value; "
+    "IQM: interquartile mean of the final values; P(impr.): chance that a seed ends above a reference seed "
+    "(ties half) [95% CI]; (0.50x): ratio to the reference; "
     "min entropy ratio: lowest collapse/entropy_ratio, mean over seeds (worst seed); s/step: median; "
     "inc.: incomplete runs (no summary.json)."
 )
@@ -91,6 +107,9 @@ def cells(row: VariantRow, sep: str = " ") -> list[str]:
         row.variant + (" (ref)" if row.is_reference else ""),
         seeds,
         _spread(row.final, sep),
+        _interval(row.final_ci95, 3, sep),
+        _num(row.final_iqm),
+        _improvement(row, sep),
         _spread(row.best, sep),
         _to_target(row, row.steps_to_target, row.steps_ratio, sep),
         _to_target(row, row.rollouts_to_target, row.rollouts_ratio, sep),
@@ -110,6 +129,14 @@ def target_line(cmp: Comparison) -> str:
         f"final value (mean over its seeds); steps/rollouts to target: per seed the first step reaching it, "
         f"mean over the seeds that did."
     )
+
+
+STATS_LINE = (
+    f"Over seeds' final values: 95% CI: percentile bootstrap of the mean ({stats.BOOTSTRAP_RESAMPLES} resamples, "
+    f"fixed seed; none below 2 seeds); IQM: mean of the middle 50% (25% trimmed each end; the mean below 4 seeds); "
+    f"P(improvement): P(X > Y) + 0.5 P(X = Y), X a seed of the variant, Y one of the reference (Agarwal et al. 2021), "
+    f"with its bootstrap 95% CI."
+)
 
 
 def rich_table(cmp: Comparison):
@@ -132,7 +159,7 @@ def markdown(cmp: Comparison, notes: list[str] = ()) -> str:
     head = headers(cmp)
     lines = [f"# mssr compare: {cmp.metric}", "", md_row(head), "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     lines += [md_row(cells(row)) for row in cmp.rows]
-    lines += ["", target_line(cmp)]
+    lines += ["", target_line(cmp), "", STATS_LINE]
     incomplete = [name for row in cmp.rows for name in row.incomplete]
     if incomplete:
         lines += ["", f"Incomplete runs (no summary.json; read from metrics.jsonl): {', '.join(incomplete)}."]
@@ -143,6 +170,9 @@ def markdown(cmp: Comparison, notes: list[str] = ()) -> str:
 def csv_records(cmp: Comparison) -> list[dict]:
     def spread_fields(prefix: str, s: Spread | None) -> dict:
         return {f"{prefix}_{k}": (getattr(s, k) if s is not None else None) for k in ("mean", "std", "min", "max")}
+
+    def interval_fields(prefix: str, ci: stats.Interval | None) -> dict:
+        return {f"{prefix}_low": ci.low if ci else None, f"{prefix}_high": ci.high if ci else None}
 
     records = []
     for row in cmp.rows:
@@ -155,6 +185,10 @@ def csv_records(cmp: Comparison) -> list[dict]:
             "incomplete_runs": len(row.incomplete),
             "rollouts_per_step": row.rollouts_per_step,
             **spread_fields("final", row.final),
+            **interval_fields("ci95", row.final_ci95),
+            "iqm": row.final_iqm,
+            "prob_improvement": row.prob_improvement,
+            **interval_fields("prob_improvement", row.prob_improvement_ci95),
             **spread_fields("best", row.best),
             "reached": row.reached,
             "steps_to_target": row.steps_to_target,

@@ -4,6 +4,10 @@ The target is the reference variant's final metric value, mean over its seeds. P
 steps (and rollouts) to reach it are those of the first logged step whose value is >= the
 target; a variant's number is the mean over the seeds that reached it, and its ratio is that
 over the reference's own steps (rollouts) to reach it.
+
+Over the seeds' final values (stats.py has the definitions): a 95% bootstrap interval of the mean,
+the interquartile mean, and the probability that a seed of the variant ends above a seed of the
+reference (higher is better, as for the target).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from mssr_cli.reporting.runs import CompareError, Run
 DEFAULT_REFERENCE = "grpo"
 ENTROPY_RATIO = "collapse/entropy_ratio"
 STEP_SECONDS = "time/step_seconds"
+MIN_SEEDS = 3  # fewer seeds: a warning that the interval and P(improvement) are too rough to trust
 
 
 @dataclass
@@ -40,6 +45,10 @@ class VariantRow:
     runs_with_alarms: int
     alarm_rules: list[str] = field(default_factory=list)
     step_seconds_median: float | None = None  # median of time/step_seconds over all steps of all seeds
+    final_ci95: stats.Interval | None = None  # bootstrap interval of the mean final value; None below 2 seeds
+    final_iqm: float | None = None  # interquartile mean of the final values
+    prob_improvement: float | None = None  # P(final > a reference seed's final), ties half; None for the reference
+    prob_improvement_ci95: stats.Interval | None = None  # None when either side has fewer than 2 seeds
 
     @property
     def seeds(self) -> int:
@@ -87,9 +96,13 @@ def compare_variants(runs: list[Run], metric: str, reference: str | None = None)
     ref = pick_reference(list(groups), reference)
     groups = {ref: groups[ref], **{v: rs for v, rs in groups.items() if v != ref}}
 
-    target = stats.mean_or_none([_final(run, metric) for run in groups[ref]])
+    ref_finals = [_final(run, metric) for run in groups[ref]]
+    target = stats.mean_or_none(ref_finals)
     ref_steps, ref_rollouts, _ = _to_target(groups[ref], metric, target)
-    rows = [_row(variant, rs, metric, target, variant == ref, ref_steps, ref_rollouts) for variant, rs in groups.items()]
+    rows = [
+        _row(variant, rs, metric, target, variant == ref, ref_steps, ref_rollouts, ref_finals)
+        for variant, rs in groups.items()
+    ]
     return Comparison(metric=metric, reference=ref, target=target, rows=rows, groups=groups)
 
 
@@ -103,6 +116,23 @@ def duplicate_seed_warnings(groups: dict[str, list[Run]]) -> list[str]:
                 seen.setdefault(run.seed, []).append(run.name)
         out += [f"variant {variant!r} has {len(names)} runs with seed {seed}: {', '.join(names)}"
                 for seed, names in seen.items() if len(names) > 1]
+    return out
+
+
+def few_seed_warnings(cmp: Comparison) -> list[str]:
+    """A variant with fewer than ``MIN_SEEDS`` seeds that logged the metric: its interval and P(improvement)
+    rest on too few runs (with 2 the interval is just the two values)."""
+    out = []
+    for row in cmp.rows:
+        n = row.final.n if row.final is not None else 0
+        if n == 0 or n >= MIN_SEEDS:  # with none, every cell is empty already
+            continue
+        seeds = f"only {n} seed{'s' if n > 1 else ''} with a final {cmp.metric} (fewer than {MIN_SEEDS})"
+        if n == 1:
+            what = "no 95% CI, and any P(improvement) involving it rests on one run"
+        else:
+            what = "its 95% CI and any P(improvement) involving it are too rough to trust"
+        out.append(f"variant {row.variant!r} has {seeds}: {what}")
     return out
 
 
@@ -145,8 +175,12 @@ def _row(
     is_reference: bool,
     ref_steps: float | None,
     ref_rollouts: float | None,
+    ref_finals: list[float | None],
 ) -> VariantRow:
     series = [_series(run, metric) for run in runs]
+    finals = [v for v in (stats.final_value(s) for s in series) if v is not None]
+    ref_finals = [v for v in ref_finals if v is not None]
+    compared = bool(finals and ref_finals) and not is_reference
     steps, rollouts, reached = _to_target(runs, metric, target)
 
     lowest = [stats.lowest_value(_series(run, ENTROPY_RATIO)) for run in runs]
@@ -164,7 +198,7 @@ def _row(
         runs=[run.name for run in runs],
         incomplete=[run.name for run in runs if not run.complete],
         rollouts_per_step=per_step.pop() if len(per_step) == 1 else None,
-        final=stats.spread([stats.final_value(s) for s in series]),
+        final=stats.spread(finals),
         best=stats.spread([stats.best_value(s) for s in series]),
         reached=reached,
         steps_to_target=steps,
@@ -177,4 +211,8 @@ def _row(
         runs_with_alarms=sum(raised for raised, _ in alarms),
         alarm_rules=rules,
         step_seconds_median=stats.median_or_none(step_seconds),
+        final_ci95=stats.mean_interval(finals),
+        final_iqm=stats.iqm(finals) if finals else None,
+        prob_improvement=float(stats.probability_of_improvement(finals, ref_finals)) if compared else None,
+        prob_improvement_ci95=stats.improvement_interval(finals, ref_finals) if compared else None,
     )
