@@ -57,7 +57,7 @@ def train(
         fail("--resume and --run-dir: give one of them (--resume RUN_DIR continues that folder)")
     try:
         if resume is not None:
-            from mssr_cli.training.run_folder import resume_config
+            from mssr_cli.runs.folder import resume_config
 
             cfg, overrides = resume_config(resume, overrides)
             run_dir = resume
@@ -77,8 +77,8 @@ def train(
     launch_if_asked(cfg, launch_overrides, run_dir, resume, False, stdout_console())
     from mssr_cli.data.sources import DataSourceError
     from mssr_cli.fileio import describe_os_error
-    from mssr_cli.training.run_folder import RunFolderError
-    from mssr_cli.training.run_lock import RunFolderBusy
+    from mssr_cli.runs.folder import RunFolderError
+    from mssr_cli.runs.lock import RunFolderBusy
     from mssr_cli.training.runner import run_training
 
     try:
@@ -197,6 +197,29 @@ def sweep(
         fail(str(err))
     except CompareError as err:  # the runs are on disk; only the comparison had nothing to compare
         fail(f"compare after the runs: {err}")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="A run folder (runs/<run>).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write: new, empty, or a previous export (replaced).")],
+    merge_lora: Annotated[bool, typer.Option("--merge-lora", help="Merge a LoRA run's adapter into its base model (required for LoRA runs).")] = False,
+) -> None:
+    """Write a run's policy as a standalone Hugging Face model folder (a LoRA adapter merged into its base).
+
+    Exports <run>/model/, or the newest checkpoint that verifies for a run stopped before its end. The
+    folder loads with AutoModelForImageTextToText.from_pretrained and `mssr eval --model DIR`, and holds
+    mssr_export.json (run, source, merged, base model)."""
+    from mssr_cli.console import fail, stdout_console
+    from mssr_cli.export import ExportError, export_run
+    from mssr_cli.fileio import describe_os_error
+
+    try:
+        export_run(run, out, merge_lora, stdout_console())
+    except ExportError as err:
+        fail(str(err))
+    except OSError as err:
+        fail(describe_os_error(err))
 
 
 if __name__ == "__main__":

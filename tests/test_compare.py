@@ -32,6 +32,8 @@ def write_run(
     alarms=(),
     complete=True,
     last_line_cut=False,
+    tokens_per_step=None,
+    seconds_per_step=1.0,
 ):
     """A run folder as `mssr train` writes it. ``val``: {step: val/accuracy}; steps run 0..max(val)."""
     folder.mkdir(parents=True)
@@ -51,7 +53,7 @@ def write_run(
         line = {
             "step": step,
             "rollouts": step * rollouts_per_step,
-            "time/elapsed": float(step),
+            "time/elapsed": step * seconds_per_step,
             "train/reward": 0.5,
             "collapse/entropy": 1.0 - step / 100,
             "collapse/entropy_ratio": entropy_ratio.get(step, 1.0),
@@ -60,6 +62,8 @@ def write_run(
         }
         if step > 0:
             line["time/step_seconds"] = step_seconds.get(step, 1.0)
+            if tokens_per_step is not None:
+                line["train/tokens"] = step * tokens_per_step
         if step in val:
             line["val/accuracy"] = val[step]
         lines.append(json.dumps(line))
@@ -272,8 +276,8 @@ def test_files_written(compared, ablation):
     assert records["grpo"]["reference"] == "1" and float(records["grpo"]["target"]) == pytest.approx(0.6)
 
     names = sorted(p.name for p in result.plots)
-    assert names == sorted([
-        "val_accuracy_vs_steps.png", "val_accuracy_vs_rollouts.png",
+    assert names == sorted([  # these runs predate train/tokens: no token plot (a warning says so)
+        "val_accuracy_vs_steps.png", "val_accuracy_vs_rollouts.png", "val_accuracy_vs_seconds.png",
         "collapse_entropy_vs_steps.png", "collapse_adv_abs_mean_vs_steps.png",
     ])  # fmt: skip
     for path in result.plots:
@@ -324,3 +328,29 @@ def test_compare_files_are_written_whole(tmp_path, monkeypatch):
         run_compare([root], out=out, console=quiet())
     after = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")}
     assert {n: after[n] for n in before if n.endswith(".png")} == {n: b for n, b in before.items() if n.endswith(".png")}
+
+
+def test_cost_to_target_in_tokens_and_seconds(tmp_path):
+    """Equal cost: the same target reached at the same step can cost very different tokens and time."""
+    root = tmp_path / "ablation"
+    for seed in (0, 1):  # target 0.6 reached at step 3 by both seeds
+        write_run(root / f"grpo__s{seed}", algo="grpo", seed=seed, rollouts_per_step=16,
+                  val={0: 0.1, 1: 0.2, 2: 0.4, 3: 0.6, 4: 0.6}, tokens_per_step=1600, seconds_per_step=4.0)
+    write_run(root / "mssr__s0", algo="mssr", seed=0, rollouts_per_step=2,  # reaches it at step 2
+              val={0: 0.1, 1: 0.5, 2: 0.7, 3: 0.7, 4: 0.7}, tokens_per_step=100, seconds_per_step=0.5)
+    write_run(root / "old__s0", algo="mvsr", variant="old", seed=0, rollouts_per_step=2,  # before train/tokens
+              val={0: 0.1, 1: 0.6, 2: 0.6, 3: 0.6, 4: 0.6})
+    out = tmp_path / "out"
+    result = run_compare([root], out=out, console=quiet())
+    grpo, mssr, old = result.row("grpo"), result.row("mssr"), result.row("old")
+    assert (grpo.tokens_to_target, grpo.seconds_to_target) == (4800, 12.0)
+    assert (mssr.steps_to_target, mssr.tokens_to_target, mssr.seconds_to_target) == (2, 200, 1.0)
+    assert mssr.tokens_ratio == pytest.approx(200 / 4800) and mssr.seconds_ratio == pytest.approx(1 / 12)
+    assert old.tokens_to_target is None and old.seconds_to_target == 1.0  # no tokens logged: unknown, not 0
+    records = {r["variant"]: r for r in csv.DictReader((out / "compare.csv").open())}
+    assert float(records["mssr"]["tokens_to_target"]) == 200 and float(records["mssr"]["seconds_ratio"]) == pytest.approx(1 / 12)
+    assert records["old"]["tokens_to_target"] == ""
+    markdown = (out / "compare.md").read_text()
+    assert "tokens to target (vs ref)" in markdown and "| 200 (0.04x) |" in markdown
+    names = {p.name for p in result.plots}
+    assert {"val_accuracy_vs_tokens.png", "val_accuracy_vs_seconds.png"} <= names

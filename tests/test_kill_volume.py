@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from mssr_cli.training.run_folder import RunFolder
+from mssr_cli.runs.folder import RunFolder
 
 RUN = ["train.max_steps=12", "train.save_every=2", "train.eval_every=2", "train.rollouts_per_step=8",
        "data.train_limit=16", "data.val_limit=20", "train.num_threads=2", "logging.wandb=disabled",

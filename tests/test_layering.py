@@ -1,8 +1,8 @@
-"""The package's layering, checked on every import statement (module level and inside functions).
+"""The package's layering (DESIGN.md), checked on every import statement, module level and inside functions.
 
-training/ builds on models/, data/, rewards/ and algos/; evaluation/ on models/, data/ and rewards/.
-What two of them share lives below both (models.generation, models.sampling, cpu_threads, hub), so
-no arrow points from evaluation, models or data into training, and none from data into evaluation.
+Nothing imports training except cli (experiments run `mssr train` as a subprocess); data and models
+know no evaluation. What two of them share lives below both: the run folder on disk (runs/), model
+generation and sampling (models/), cpu_threads, hub, fileio, secrets.
 """
 
 from __future__ import annotations
@@ -13,8 +13,12 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mssr_cli"
-FORBIDDEN = {  # package -> packages it must not import
+FORBIDDEN = {  # package (or root module) -> packages it must not import
     "evaluation": ("mssr_cli.training",),
+    "experiments": ("mssr_cli.training",),
+    "reporting": ("mssr_cli.training", "mssr_cli.evaluation"),
+    "runs": ("mssr_cli.training", "mssr_cli.evaluation", "mssr_cli.experiments", "mssr_cli.reporting"),
+    "config": ("mssr_cli.training", "mssr_cli.evaluation", "mssr_cli.experiments", "mssr_cli.reporting"),
     "models": ("mssr_cli.training", "mssr_cli.evaluation"),
     "data": ("mssr_cli.training", "mssr_cli.evaluation"),
     "rewards": ("mssr_cli.training", "mssr_cli.evaluation"),
@@ -38,6 +42,13 @@ def test_no_import_against_the_layering(package):
            for path in sorted((PACKAGE / package).rglob("*.py"))
            for line, module in imported_modules(path)
            if module.startswith(FORBIDDEN[package])]
+    assert not bad, "\n".join(bad)
+
+
+def test_only_cli_and_training_import_training():
+    outside = [p for p in sorted(PACKAGE.rglob("*.py")) if p.parent.name != "training" and p.name != "cli.py"]
+    bad = [f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}"
+           for path in outside for line, module in imported_modules(path) if module.startswith("mssr_cli.training")]
     assert not bad, "\n".join(bad)
 
 

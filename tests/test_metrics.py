@@ -8,7 +8,7 @@ import pytest
 
 from mssr_cli.training.callbacks import RunLogger
 from mssr_cli.training.metrics import EntropyRatio, rename_trl_logs
-from mssr_cli.training.run_folder import RunFolder, summarize
+from mssr_cli.runs.folder import RunFolder, summarize
 
 
 def test_rename_keeps_documented_metrics_only():

@@ -92,7 +92,7 @@ def test_two_processes_train_like_one(tmp_path, tiny_policy_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from checkpoint-3 (RL step 3)" in resumed.stdout
     assert [m["step"] for m in _metrics(two)] == [0, 1, 2, 3, 4]
-    from mssr_cli.training.checkpoints import verify
+    from mssr_cli.runs.checkpoints import verify
 
     assert verify(two / "checkpoints" / "checkpoint-4") is None
     state = json.loads((two / "checkpoints" / "checkpoint-4" / "mssr_state.json").read_text())

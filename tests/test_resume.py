@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from mssr_cli.cli import app
 from mssr_cli.config.compose import ConfigError, compose
-from mssr_cli.training.run_folder import RunFolder, resume_config, wandb_id
+from mssr_cli.runs.folder import RunFolder, resume_config, wandb_id
 
 # 16 prompts, 8 per step: 2 RL steps per epoch, so the run crosses epochs and the kill lands mid-epoch.
 # The default algorithm (mssr) with its tracker warm start; validation every 2 steps.

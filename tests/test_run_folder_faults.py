@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from mssr_cli.cli import app
 from mssr_cli.config.compose import compose
-from mssr_cli.training import checkpoints as ckpt
-from mssr_cli.training.run_folder import RunFolder
+from mssr_cli.runs import checkpoints as ckpt
+from mssr_cli.runs.folder import RunFolder
 from mssr_cli.training.runner import run_training
 
 RUN = ["train.max_steps=4", "train.save_every=2", "train.eval_every=2", "train.rollouts_per_step=8",

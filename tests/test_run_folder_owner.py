@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 from mssr_cli.cli import app
 from mssr_cli.config.compose import ConfigError, compose
 from mssr_cli.experiments.batch import PlannedRun, run_batch
-from mssr_cli.training import run_lock
-from mssr_cli.training.run_folder import RunFolder, config_diff
-from mssr_cli.training.run_lock import LOCK_FILE, RunFolderBusy, acquire, busy_holder
+from mssr_cli.runs import lock as run_lock
+from mssr_cli.runs.folder import RunFolder, config_diff
+from mssr_cli.runs.lock import LOCK_FILE, RunFolderBusy, acquire, busy_holder
 
 SHORT = ["train.max_steps=2", "train.save_every=0", "train.eval_every=1", "train.rollouts_per_step=8",
          "data.train_limit=16", "data.val_limit=10", "train.num_threads=2", "logging.wandb=disabled",

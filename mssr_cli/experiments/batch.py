@@ -40,7 +40,7 @@ def _steps_done(folder: Path) -> int:
 def check_existing(runs: list[PlannedRun], out: Path) -> None:
     """ConfigError when a planned run's folder already holds a run made with other settings."""
     from mssr_cli.config.compose import ConfigError, compose
-    from mssr_cli.training.run_folder import HOW_IT_RUNS, RunFolder, RunFolderError, config_diff
+    from mssr_cli.runs.folder import HOW_IT_RUNS, RunFolder, RunFolderError, config_diff
 
     clashes = []
     for run in runs:
@@ -58,7 +58,7 @@ def check_existing(runs: list[PlannedRun], out: Path) -> None:
 
 
 def _busy(folder: Path) -> str | None:
-    from mssr_cli.training.run_lock import busy_holder, describe
+    from mssr_cli.runs.lock import busy_holder, describe
 
     holder = busy_holder(folder)
     return None if holder is None else describe(holder)

@@ -22,9 +22,13 @@ def plot_file_name(metric: str, x: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9]+', '_', metric).strip('_')}_vs_{x}.png"
 
 
+XLABELS = {"step": "RL step", "rollouts": "rollouts", "tokens": "completion tokens generated",
+           "seconds": "wall seconds of training"}
+
+
 def plan(metric: str) -> list[tuple[str, str]]:
-    """The (metric, x) pairs to draw; x is ``step`` or ``rollouts``."""
-    pairs = [(metric, "step"), (metric, "rollouts"), (ENTROPY, "step"), (ADV_ABS_MEAN, "step")]
+    """The (metric, x) pairs to draw; x is one of ``stats.X_AXES``: the metric against every kind of cost."""
+    pairs = [*((metric, x) for x in stats.X_AXES), (ENTROPY, "step"), (ADV_ABS_MEAN, "step")]
     return list(dict.fromkeys(pairs))  # --metric collapse/entropy would draw one curve twice
 
 
@@ -43,7 +47,7 @@ def write_plots(cmp: Comparison, out: Path, warnings: list[str]) -> list[Path]:
             continue
         target = cmp.target if key == cmp.metric else None
         path = out / plot_file_name(key, "steps" if x == "step" else x)
-        _draw(bands, key, "RL step" if x == "step" else "rollouts", target, cmp.reference, path)
+        _draw(bands, key, XLABELS[x], target, cmp.reference, path)
         written.append(path)
     return written
 

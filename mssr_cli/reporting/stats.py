@@ -34,12 +34,32 @@ def rollouts_at(line: dict, rollouts_per_step: int | None) -> float | None:
     return None if rollouts_per_step is None else float(line["step"] * rollouts_per_step)
 
 
+X_AXES = ("step", "rollouts", "tokens", "seconds")  # what a curve can be drawn against: cost in four units
+
+
+def x_at(line: dict, x: str, rollouts_per_step: int | None = None) -> float | None:
+    """Where a metrics line sits on axis ``x``: its RL step, rollouts used, completion tokens generated
+    (``train/tokens``; 0 before the first step) or wall seconds since training began (``time/elapsed``)."""
+    if x == "step":
+        return float(line["step"])
+    if x == "rollouts":
+        return rollouts_at(line, rollouts_per_step)
+    if x == "tokens":
+        logged = _number(line.get("train/tokens"))
+        return 0.0 if logged is None and line["step"] == 0 else logged
+    if x == "seconds":
+        return _number(line.get("time/elapsed"))
+    raise ValueError(f"unknown x axis {x!r}; valid: {', '.join(X_AXES)}")
+
+
 def metric_series(metrics: list[dict], key: str, x: str = "step", rollouts_per_step: int | None = None) -> list[tuple[float, float]]:
-    """``(x, value)`` for every line that logged a number for ``key``; x is ``step`` or ``rollouts``."""
+    """``(x, value)`` for every line that logged a number for ``key``; x is one of ``X_AXES``."""
+    if x == "tokens" and not any("train/tokens" in line for line in metrics):
+        return []  # a run from before train/tokens: no token axis at all (not one point at step 0)
     out = []
     for line in metrics:
         value = _number(line.get(key))
-        at = float(line["step"]) if x == "step" else rollouts_at(line, rollouts_per_step)
+        at = x_at(line, x, rollouts_per_step)
         if value is not None and at is not None:
             out.append((at, value))
     return out

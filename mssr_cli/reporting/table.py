@@ -15,6 +15,7 @@ CSV_COLUMNS = [
     "ci95_low", "ci95_high", "iqm", "prob_improvement", "prob_improvement_low", "prob_improvement_high",
     "best_mean", "best_std", "best_min", "best_max",
     "reached", "steps_to_target", "steps_ratio", "rollouts_to_target", "rollouts_ratio",
+    "tokens_to_target", "tokens_ratio", "seconds_to_target", "seconds_ratio",
     "entropy_ratio_lowest_mean", "entropy_ratio_lowest_worst", "entropy_ratio_worst_run",
     "runs_with_alarms", "alarm_rules", "step_seconds_median",
 ]  # fmt: skip
@@ -80,14 +81,15 @@ def headers(cmp: Comparison) -> list[str]:
         "variant", "seeds",
         f"final {cmp.metric} mean ± std (min–max)", "final 95% CI", "final IQM", "P(improvement) over ref [95% CI]",
         f"best {cmp.metric} mean ± std (min–max)",
-        "steps to target (vs ref)", "rollouts to target (vs ref)",
+        "steps to target (vs ref)", "rollouts to target (vs ref)", "tokens to target (vs ref)",
+        "seconds to target (vs ref)",
         "lowest entropy ratio (mean, worst seed)", "runs with alarms", "s/step (median)",
     ]  # fmt: skip
 
 
 # The console is narrow: short headers, and the caption says what they mean.
 SHORT_HEADERS = [
-    "variant", "seeds", "final", "95% CI", "IQM", "P(impr.)", "best", "steps to\ntarget", "rollouts\nto target",
+    "variant", "seeds", "final", "95% CI", "IQM", "P(impr.)", "best", "steps to\ntarget", "rollouts\nto target", "tokens\nto target", "seconds\nto target",
     "min\nentropy\nratio", "runs with\nalarms", "s/step",
 ]  # fmt: skip
 CONSOLE_LEGEND = (
@@ -113,6 +115,8 @@ def cells(row: VariantRow, sep: str = " ") -> list[str]:
         _spread(row.best, sep),
         _to_target(row, row.steps_to_target, row.steps_ratio, sep),
         _to_target(row, row.rollouts_to_target, row.rollouts_ratio, sep),
+        _to_target(row, row.tokens_to_target, row.tokens_ratio, sep),
+        _to_target(row, row.seconds_to_target, row.seconds_ratio, sep),
         _entropy(row, sep),
         _alarms(row, sep),
         _num(row.step_seconds_median, 2),
@@ -126,7 +130,7 @@ def target_line(cmp: Comparison) -> str:
         return f"Reference: {cmp.reference} ({len(ref)} seeds), which logged no {cmp.metric}: no target."
     return (
         f"Reference: {cmp.reference} ({len(ref)} seeds); target: {cmp.metric} >= {cmp.target:.3f}, the reference's "
-        f"final value (mean over its seeds); steps/rollouts to target: per seed the first step reaching it, "
+        f"final value (mean over its seeds); steps/rollouts/tokens/seconds to target: per seed the first step reaching it, "
         f"mean over the seeds that did."
     )
 
@@ -195,6 +199,10 @@ def csv_records(cmp: Comparison) -> list[dict]:
             "steps_ratio": row.steps_ratio,
             "rollouts_to_target": row.rollouts_to_target,
             "rollouts_ratio": row.rollouts_ratio,
+            "tokens_to_target": row.tokens_to_target,
+            "tokens_ratio": row.tokens_ratio,
+            "seconds_to_target": row.seconds_to_target,
+            "seconds_ratio": row.seconds_ratio,
             "entropy_ratio_lowest_mean": row.entropy_ratio_lowest,
             "entropy_ratio_lowest_worst": row.entropy_ratio_worst,
             "entropy_ratio_worst_run": row.entropy_ratio_worst_run,

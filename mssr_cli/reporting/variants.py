@@ -1,9 +1,9 @@
 """Group runs by variant (seeds together) and summarise each variant against a reference variant.
 
 The target is the reference variant's final metric value, mean over its seeds. Per seed, the
-steps (and rollouts) to reach it are those of the first logged step whose value is >= the
-target; a variant's number is the mean over the seeds that reached it, and its ratio is that
-over the reference's own steps (rollouts) to reach it.
+cost to reach it is that of the first logged step whose value is >= the target, in steps,
+rollouts, completion tokens generated and wall seconds; a variant's number is the mean over the
+seeds that reached it, and its ratio is that over the reference's own cost to reach it.
 
 Over the seeds' final values (stats.py has the definitions): a 95% bootstrap interval of the mean,
 the interquartile mean, and the probability that a seed of the variant ends above a seed of the
@@ -45,6 +45,10 @@ class VariantRow:
     runs_with_alarms: int
     alarm_rules: list[str] = field(default_factory=list)
     step_seconds_median: float | None = None  # median of time/step_seconds over all steps of all seeds
+    tokens_to_target: float | None = None  # completion tokens generated (train/tokens), mean over seeds that reached it
+    tokens_ratio: float | None = None
+    seconds_to_target: float | None = None  # wall seconds of training (time/elapsed), same seeds
+    seconds_ratio: float | None = None
     final_ci95: stats.Interval | None = None  # bootstrap interval of the mean final value; None below 2 seeds
     final_iqm: float | None = None  # interquartile mean of the final values
     prob_improvement: float | None = None  # P(final > a reference seed's final), ties half; None for the reference
@@ -98,9 +102,9 @@ def compare_variants(runs: list[Run], metric: str, reference: str | None = None)
 
     ref_finals = [_final(run, metric) for run in groups[ref]]
     target = stats.mean_or_none(ref_finals)
-    ref_steps, ref_rollouts, _ = _to_target(groups[ref], metric, target)
+    ref_cost, _ = _to_target(groups[ref], metric, target)
     rows = [
-        _row(variant, rs, metric, target, variant == ref, ref_steps, ref_rollouts, ref_finals)
+        _row(variant, rs, metric, target, variant == ref, ref_cost, ref_finals)
         for variant, rs in groups.items()
     ]
     return Comparison(metric=metric, reference=ref, target=target, rows=rows, groups=groups)
@@ -144,19 +148,22 @@ def _final(run: Run, metric: str) -> float | None:
     return stats.final_value(_series(run, metric))
 
 
-def _to_target(runs: list[Run], metric: str, target: float | None) -> tuple[float | None, float | None, int]:
-    """Mean steps and mean rollouts to the target over the seeds that reached it, and how many did."""
-    if target is None:
-        return None, None, 0
-    steps, rollouts = [], []
-    for run in runs:
+def _to_target(runs: list[Run], metric: str, target: float | None) -> tuple[dict[str, float | None], int]:
+    """The cost of reaching the target on every axis of ``stats.X_AXES`` (steps, rollouts, tokens, seconds),
+    mean over the seeds that reached it (None where no such seed logged that axis), and how many did."""
+    costs: dict[str, list[float]] = {x: [] for x in stats.X_AXES}
+    reached = 0
+    for run in runs if target is not None else []:
         step = stats.first_reaching(_series(run, metric), target)
         if step is None:
             continue
-        steps.append(step)
+        reached += 1
         line = next(m for m in run.metrics if m["step"] == step)
-        rollouts.append(stats.rollouts_at(line, run.rollouts_per_step))
-    return stats.mean_or_none(steps), stats.mean_or_none(rollouts), len(steps)
+        for x in stats.X_AXES:
+            at = stats.x_at(line, x, run.rollouts_per_step)
+            if at is not None:
+                costs[x].append(at)
+    return {x: stats.mean_or_none(v) for x, v in costs.items()}, reached
 
 
 def _alarms(run: Run) -> tuple[bool, list[str]]:
@@ -173,15 +180,14 @@ def _row(
     metric: str,
     target: float | None,
     is_reference: bool,
-    ref_steps: float | None,
-    ref_rollouts: float | None,
+    ref_cost: dict[str, float | None],
     ref_finals: list[float | None],
 ) -> VariantRow:
     series = [_series(run, metric) for run in runs]
     finals = [v for v in (stats.final_value(s) for s in series) if v is not None]
     ref_finals = [v for v in ref_finals if v is not None]
     compared = bool(finals and ref_finals) and not is_reference
-    steps, rollouts, reached = _to_target(runs, metric, target)
+    cost, reached = _to_target(runs, metric, target)
 
     lowest = [stats.lowest_value(_series(run, ENTROPY_RATIO)) for run in runs]
     measured = [(value, run) for value, run in zip(lowest, runs) if value is not None]
@@ -201,10 +207,14 @@ def _row(
         final=stats.spread(finals),
         best=stats.spread([stats.best_value(s) for s in series]),
         reached=reached,
-        steps_to_target=steps,
-        rollouts_to_target=rollouts,
-        steps_ratio=stats.ratio(steps, ref_steps),
-        rollouts_ratio=stats.ratio(rollouts, ref_rollouts),
+        steps_to_target=cost["step"],
+        rollouts_to_target=cost["rollouts"],
+        steps_ratio=stats.ratio(cost["step"], ref_cost["step"]),
+        rollouts_ratio=stats.ratio(cost["rollouts"], ref_cost["rollouts"]),
+        tokens_to_target=cost["tokens"],
+        tokens_ratio=stats.ratio(cost["tokens"], ref_cost["tokens"]),
+        seconds_to_target=cost["seconds"],
+        seconds_ratio=stats.ratio(cost["seconds"], ref_cost["seconds"]),
         entropy_ratio_lowest=stats.mean_or_none(lowest),
         entropy_ratio_worst=worst_value,
         entropy_ratio_worst_run=worst_run.label if worst_run is not None else None,

@@ -67,7 +67,7 @@ def relaunch(cfg, overrides: list[str], run_dir: Path | None, dry_run: bool, con
 
     ``extra_args`` replaces ``--run-dir <folder>`` when the parent was given another way to name the
     folder (e.g. ``--resume <folder>``)."""
-    from mssr_cli.training.run_folder import run_name
+    from mssr_cli.runs.folder import run_name
 
     folder = Path(run_dir) if run_dir else Path(cfg.logging.runs_root) / run_name(cfg)  # decided once, for every rank
     env, argv = plan(cfg, overrides, folder, extra_args)

@@ -32,7 +32,7 @@ def _init_wandb(cfg, run_folder):
     from omegaconf import OmegaConf
 
     from mssr_cli.secrets import redact_data
-    from mssr_cli.training.run_folder import wandb_id
+    from mssr_cli.runs.folder import wandb_id
 
     os.environ.setdefault("WANDB_SILENT", "true")
     return wandb.init(
@@ -79,8 +79,8 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
 
     from transformers.utils import logging as hf_logging
 
-    from mssr_cli.training.run_folder import RunFolder, RunFolderError, run_name
-    from mssr_cli.training.run_lock import acquire
+    from mssr_cli.runs.folder import RunFolder, RunFolderError, run_name
+    from mssr_cli.runs.lock import acquire
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -107,13 +107,13 @@ def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, start
     from mssr_cli.config.compose import steps_layout
     from mssr_cli.data.registry import load_split
     from mssr_cli.models.loading import load_policy, lora_config
-    from mssr_cli.training.checkpoints import step_of
+    from mssr_cli.runs.checkpoints import step_of
     from mssr_cli.training.collapse import CollapseDetector, CollapseRules
     from mssr_cli.training.callbacks import (InterruptCallback, MetricsCallback, OnTrainBegin, ProgressCallback, RunLogger,
                                              ValidationCallback)
     from mssr_cli.training.distributed import broadcast_from_main
     from mssr_cli.training.reward_funcs import REWARD_FUNCS
-    from mssr_cli.training.run_folder import RunFolderError, summarize
+    from mssr_cli.runs.folder import RunFolderError, summarize
     from mssr_cli.training.trainer import CheckpointWriteError, RLTrainer
     from mssr_cli.training.trl_args import grpo_args
 

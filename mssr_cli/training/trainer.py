@@ -25,7 +25,7 @@ Generation runs with a neutral ``generation_config`` (``models.sampling``), so r
 the configured temperature and top-p only, whatever the checkpoint's defaults.
 
 Plus atomic checkpoints that also hold the estimator's state (the value tracker), a copy of the run
-folder's config and metrics, and a manifest of sizes and hashes (``training.checkpoints``).
+folder's config and metrics, and a manifest of sizes and hashes (``runs.checkpoints``).
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from trl.trainer.utils import RepeatSampler
 
 from mssr_cli.algos.kl import rollout_kl
 from mssr_cli.algos.shaping import entropy_shaping_term, sampled_token_entropy, shaping_cap_fraction
-from mssr_cli.training import checkpoints
-from mssr_cli.training.checkpoints import STATE_FILE
+from mssr_cli.runs import checkpoints
+from mssr_cli.runs.checkpoints import STATE_FILE
 from mssr_cli.training.estimators import build_estimator
 from mssr_cli.models.sampling import neutral_generation_config
 # Multimodal tensors of a batch that a forward pass needs besides the token ids (TRL's names).

@@ -8,7 +8,7 @@ Layout (README: "A run on disk")::
     <run>/model/                             (final policy, Hugging Face format)
     <run>/wandb/                             (the W&B run; offline unless set online)
 
-A folder holds one run: one writer at a time (``run_lock``) and one config (a second command with other
+A folder holds one run: one writer at a time (``runs.lock``) and one config (a second command with other
 settings is refused, naming the keys). Every file but the appended metrics.jsonl is written whole
 (``fileio``); a torn metrics line is restored from the checkpoint's copy on resume.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from mssr_cli.fileio import write_json_atomic, write_text_atomic  # noqa: F401 (write_json_atomic: also imported from here)
 from mssr_cli.secrets import redact_data
-from mssr_cli.training import checkpoints as ckpt
+from mssr_cli.runs import checkpoints as ckpt
 
 PACKAGES = ("mssr-cli", "torch", "torchvision", "transformers", "trl", "datasets", "accelerate", "wandb", "hydra-core")
 
