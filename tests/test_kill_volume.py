@@ -26,7 +26,7 @@ from mssr_cli.runs.folder import RunFolder
 
 RUN = ["train.max_steps=12", "train.save_every=2", "train.eval_every=2", "train.rollouts_per_step=8",
        "data.train_limit=16", "data.val_limit=20", "train.num_threads=2", "logging.wandb=disabled",
-       "logging.progress=false"]
+       "logging.progress=false", "train.log_samples_every=3", "train.log_samples=2"]
 # (trigger, phase it aims at): drawn in this order, one per attempt; the last attempt runs to the end
 SCHEDULE = [
     ("started", "model load / tracker warm start"),
@@ -140,6 +140,13 @@ def test_a_dozen_random_kills_end_like_an_uninterrupted_run(tmp_path, tiny_polic
             if isinstance(expected, float):
                 expected = pytest.approx(expected, rel=1e-5, abs=1e-7)
             assert a.get(key) == expected, (a["step"], key)
+    # samples.jsonl: the same rollouts, each logged once (a replayed step's are not appended twice)
+    samples = [json.loads(line) for line in (killed / "samples.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in samples] == [3, 3, 6, 6, 9, 9, 12, 12]
+    expected = [json.loads(line) for line in (reference / "samples.jsonl").read_text().splitlines()]
+    for a, b in zip(samples, expected, strict=True):
+        assert {k: a[k] for k in ("step", "id", "completion", "reward")} == {k: b[k] for k in ("step", "id", "completion", "reward")}
+        assert (a["advantage"], a["entropy"]) == pytest.approx((b["advantage"], b["entropy"]), rel=1e-5, abs=1e-7)
     # the value tracker and detector state, and the final weights
     state = json.loads((killed / "checkpoints/checkpoint-12/mssr_state.json").read_text())
     assert state == json.loads((reference / "checkpoints/checkpoint-12/mssr_state.json").read_text())

@@ -14,7 +14,8 @@ REQUIRED_EVERY_STEP = ["train/reward", "train/accuracy", "train/format_rate", "c
                        "tracker/rho", "collapse/shaping_mean"]
 
 SHORT = ["train.max_steps=3", "train.eval_every=2", "train.save_every=2", "train.rollouts_per_step=16",
-         "data.val_limit=40", "logging.progress=false"]  # the default algorithm (mssr)
+         "data.val_limit=40", "logging.progress=false",
+         "train.log_samples_every=2", "train.log_samples=3"]  # the default algorithm (mssr)
 
 
 @pytest.mark.slow
@@ -33,6 +34,17 @@ def test_train_writes_the_run_folder(tmp_path, tiny_policy_path):
             assert key in m, key
         assert 0.0 <= m["train/accuracy"] <= 1.0
         assert m["train/reward"] == pytest.approx(m["train/accuracy"])  # format is logged, not paid
+    # samples.jsonl: what the policy wrote at every 2nd step, graded as the reward graded it
+    from mssr_cli.data.digits import load_digits_split
+    from mssr_cli.rewards import accuracy_reward
+
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in samples] == [2, 2, 2]
+    answers = dict(zip(*(load_digits_split("train")[c] for c in ("id", "answer")), strict=True))
+    for s in samples:
+        assert set(s) == {"step", "id", "completion", "reward", "advantage", "entropy"}
+        assert s["reward"] == accuracy_reward(s["completion"], answers[s["id"]])  # the completion that was graded
+        assert s["entropy"] > 0 and isinstance(s["advantage"], float)
     # train/tokens: completion tokens so far, i.e. the running sum of mean length x rollouts per step
     generated = [m["train/response_length"] * 16 for m in lines[1:]]
     assert [m["train/tokens"] for m in lines[1:]] == pytest.approx([sum(generated[: i + 1]) for i in range(3)])

@@ -196,6 +196,8 @@ class TrainConfig:
     save_every: int = key(50, "checkpoint every N RL steps (and at the end); 0 disables", ge=0)
     keep_checkpoints: int = key(2, "how many recent checkpoints to keep", ge=1)
     stop_on_collapse: bool = key(False, "stop the run (with a checkpoint) when the collapse detector raises an alarm")
+    log_samples_every: int = key(10, "every N RL steps append rollouts to samples.jsonl and a W&B table; 0 disables", ge=0)
+    log_samples: int = key(4, "rollouts per samples.jsonl entry: the first K of the step's batch (main process)", ge=1)
     val_temperature: float = key(0.0, "validation sampling temperature (0: greedy; paper 0.6)", ge=0)
     bf16: str = key("auto", "bf16 mixed precision: auto (when the GPU supports it) | true | false", choices=("auto", "true", "false"), ignore_case=True)
     num_threads: int | None = key(None, "CPU threads for torch (null: the cores this process may use)", ge=1)

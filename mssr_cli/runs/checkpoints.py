@@ -8,7 +8,7 @@ xxh3 (the ``xxhash`` package, a datasets dependency) hashes at memory speed: a 7
 cost the time the disk takes to read them once, not a cryptographic hash's minute per 50 GB.
 
 Each checkpoint also carries a copy of the run folder's own files (``run/config.yaml``,
-``run/overrides.yaml``, ``run/metrics.jsonl``) as they were at that step, so a corrupt config or a
+``run/overrides.yaml``, ``run/metrics.jsonl``, ``run/samples.jsonl``) as they were at that step, so a corrupt config or a
 torn metrics line in the run folder is restored from the checkpoint instead of lost.
 """
 
@@ -25,7 +25,7 @@ MANIFEST = "manifest.json"
 STATE_FILE = "mssr_state.json"  # estimator (value tracker) and other mssr state
 REQUIRED = ("trainer_state.json", STATE_FILE)  # without these a resume would not be the same run
 RUN_COPY = "run"  # the run folder's files, copied into the checkpoint
-RUN_FILES = ("config.yaml", "overrides.yaml", "metrics.jsonl")
+RUN_FILES = ("config.yaml", "overrides.yaml", "metrics.jsonl", "samples.jsonl")
 PREFIX = "checkpoint-"
 _CHUNK = 8 << 20
 

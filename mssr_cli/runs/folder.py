@@ -37,7 +37,7 @@ PACKAGES = ("mssr-cli", "torch", "torchvision", "transformers", "trl", "datasets
 HOW_IT_RUNS = ("train.num_threads", "train.vllm_server_host", "train.vllm_server_port", "train.vllm_server_timeout",
                "logging.wandb", "logging.progress")
 RESUME_KEYS = ("train.max_steps", "train.save_every", "train.keep_checkpoints", "train.eval_every",
-               "train.stop_on_collapse", *HOW_IT_RUNS)
+               "train.stop_on_collapse", "train.log_samples_every", "train.log_samples", *HOW_IT_RUNS)
 
 
 class RunFolderError(Exception):
@@ -164,7 +164,7 @@ class RunFolder:
             return
         self.path.mkdir(parents=True, exist_ok=True)
         # an earlier attempt killed before its first checkpoint: its lines would repeat steps 0, 1, ...
-        for stale in ("metrics.jsonl", "summary.json"):
+        for stale in ("metrics.jsonl", "samples.jsonl", "summary.json"):
             (self.path / stale).unlink(missing_ok=True)
         ckpt.remove_tree(self.checkpoints / ".staging")
         self._write_config(cfg, overrides)
@@ -188,13 +188,17 @@ class RunFolder:
         write_json_atomic(meta_path, meta)
 
     def restore_metrics(self, checkpoint: Path, rl_step: int) -> list[dict]:
-        """metrics.jsonl up to ``rl_step`` (the checkpoint's): from the checkpoint's own verified copy, so
-        lines torn or lost in the run folder since come back; else the run folder's lines."""
-        copy = checkpoint / ckpt.RUN_COPY / "metrics.jsonl"
-        rows = [m for m in (_parse_metrics(copy) if copy.is_file() else self.read_metrics()) if m["step"] <= rl_step]
-        if self.writes:
-            write_text_atomic(self.metrics_path, "".join(json.dumps(m) + "\n" for m in rows))
-        return rows
+        """metrics.jsonl and samples.jsonl up to ``rl_step`` (the checkpoint's): from the checkpoint's own
+        verified copies, so lines torn or lost in the run folder since come back; else the run folder's
+        lines. Returns the metrics lines."""
+        kept = {}
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            copy, live = checkpoint / ckpt.RUN_COPY / name, self.path / name
+            rows = [m for m in _parse_metrics(copy if copy.is_file() else live) if m["step"] <= rl_step]
+            if self.writes and (rows or live.exists()):
+                write_text_atomic(live, "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in rows))
+            kept[name] = rows
+        return kept["metrics.jsonl"]
 
     def _write_config(self, cfg, overrides: list[str]) -> None:
         from omegaconf import OmegaConf
@@ -212,6 +216,14 @@ class RunFolder:
         if self.writes:
             write_text_atomic(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
         return kept
+
+    def append_samples(self, rows: list[dict]) -> None:
+        """samples.jsonl: rollouts as the policy wrote them (README: A run on disk)."""
+        if not self.writes or not rows:
+            return
+        with (self.path / "samples.jsonl").open("a") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            f.flush()
 
     def append_metrics(self, line: dict) -> None:
         if not self.writes:

@@ -33,6 +33,8 @@ class RunLogger:
         self.latest: dict[str, float] = {}
         self.started = time.time()
         self.last_write = self.started
+        self.samples_every = 0  # train.log_samples_every
+        self.samples_source = None  # () -> the step's kept rollouts (the trainer's pop_samples)
 
     def rl_step(self, global_step: int) -> int:
         return global_step // self.updates_per_step
@@ -67,6 +69,23 @@ class RunLogger:
         self.latest.update({k: v for k, v in line.items() if v is not None})
         return line
 
+
+    def write_samples(self, step: int) -> None:
+        """Every ``samples_every`` RL steps: the step's kept rollouts to samples.jsonl and a W&B table."""
+        samples = self.samples_source() if self.samples_source is not None else []
+        if not self.samples_every or step % self.samples_every or not samples:
+            return
+        rows = [{"step": step, **{k: v for k, v in s.items() if k != "image"}} for s in samples]
+        self.run_folder.append_samples(rows)
+        if self.wandb_run is not None:
+            import wandb
+
+            columns = ["step", "id", "completion", "reward", "advantage", "entropy", "image"]
+            table = wandb.Table(columns=columns)
+            for row, sample in zip(rows, samples, strict=True):
+                image = sample.get("image")
+                table.add_data(*(row[c] for c in columns[:-1]), wandb.Image(image) if image is not None else None)
+            self.wandb_run.log({"samples": table}, step=step)
 
     def _watch_collapse(self, line: dict) -> None:
         """Feed the line to the collapse detector; warn, alert W&B and maybe request a stop."""
@@ -175,7 +194,9 @@ class MetricsCallback(TrainerCallback):
             return
         from mssr_cli.training.distributed import broadcast_from_main
 
-        self.logger.write(self.logger.rl_step(state.global_step), rename_trl_logs(logs))
+        step = self.logger.rl_step(state.global_step)
+        self.logger.write(step, rename_trl_logs(logs))
+        self.logger.write_samples(step)
         # every process stops together, on rank 0's word (a rank stopping alone would hang the others)
         self.logger.stop_reason = broadcast_from_main(self.logger.stop_reason)
         if self.logger.stop_reason is not None:  # train.stop_on_collapse: checkpoint, then stop

@@ -157,6 +157,9 @@ def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, start
             run_dir=str(folder.path),
         )
         trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its dict dumps
+        if cfg.train.log_samples_every:  # what the policy writes: samples.jsonl and a W&B table
+            trainer.sample_count = cfg.train.log_samples
+            logger.samples_every, logger.samples_source = cfg.train.log_samples_every, trainer.pop_samples
         # rank 0 chose (and verified) the checkpoint; every process resumes from the same one
         chosen = broadcast_from_main(resume.name if resume is not None else None)
         resume = folder.checkpoints / chosen if chosen else None

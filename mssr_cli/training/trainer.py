@@ -107,6 +107,8 @@ class RLTrainer(GRPOTrainer):
         self.extra_state = dict(extra_state or {})
         self.last_step: dict = {}  # the latest step's ids, rewards and advantages (tests, debugging)
         self.completion_tokens = 0  # generated so far (train/tokens); saved in each checkpoint
+        self.sample_count = 0  # rollouts of each step kept for samples.jsonl (0: none); set by the runner
+        self._samples: dict[int, dict] = {}  # global row -> the latest step's kept rollout
         self._loss_inputs: dict | None = None
         self._reset_step()
 
@@ -159,8 +161,33 @@ class RLTrainer(GRPOTrainer):
         generated = self.accelerator.gather(output["completion_mask"].sum().reshape(1)).sum().item()
         self.completion_tokens += int(generated)
         self._metrics["train"]["train/tokens"] = [float(self.completion_tokens)]
+        self._keep_samples(inputs, output, rewards[start : start + local], advantages[start : start + local], start)
         self._start_tracker_step(output)
         return output
+
+    def _keep_samples(self, inputs: list[dict], output: dict, rewards: torch.Tensor, advantages: torch.Tensor,
+                      start: int) -> None:
+        """The first ``sample_count`` rollouts of this process's batch, decoded, for samples.jsonl; their
+        entropy (mean over the completion's tokens) comes from the loss's forward pass."""
+        self._samples = {}
+        if not self.sample_count or not self.accelerator.is_main_process:
+            return
+        ids, mask = output["completion_ids"], output["completion_mask"]  # [B, T]
+        for i in range(min(self.sample_count, ids.size(0))):
+            tokens = ids[i][mask[i].bool()].tolist()
+            self._samples[start + i] = {
+                "id": inputs[i]["id"],
+                "completion": self.processing_class.batch_decode([tokens], skip_special_tokens=True)[0],
+                "reward": float(rewards[i]),
+                "advantage": float(advantages[i]),
+                "entropy": None,
+                "image": inputs[i].get("image"),  # for the W&B table; not written to samples.jsonl
+            }
+
+    def pop_samples(self) -> list[dict]:
+        """The kept rollouts of the step just finished (then forgotten)."""
+        samples, self._samples = list(self._samples.values()), {}
+        return samples
 
     # ---- the value tracker's KL to the reference (once per RL step, every rollout) --------------
 
@@ -236,10 +263,21 @@ class RLTrainer(GRPOTrainer):
         if inputs is not None and kwargs.get("compute_entropy"):  # the loss's own forward pass
             per_token_logps, entropies, _ = out
             self._loss_logps = per_token_logps  # [B, T], with grad: the cross-modal KL and sampled bonus need it
+            if self._samples and entropies is not None:
+                self._sample_entropies(inputs, entropies)
             inputs["advantages"] = self._shaped_advantages(inputs, per_token_logps, entropies)
             if self._kl_pending:
                 self._record_kl(inputs, per_token_logps)
         return out
+
+    def _sample_entropies(self, inputs: dict, entropies: torch.Tensor) -> None:
+        """Mean token entropy of each kept rollout in this micro-batch, at its first forward pass."""
+        mask = self._response_mask(inputs)  # [B, T]
+        per_rollout = (entropies.detach() * mask).sum(1) / mask.sum(1).clamp(min=1)  # [B]
+        for row, value in zip(inputs["mssr_row"].tolist(), per_rollout.tolist(), strict=True):
+            sample = self._samples.get(row)
+            if sample is not None and sample["entropy"] is None:
+                sample["entropy"] = value
 
     def _sampled_entropy_bonus(self, inputs: dict) -> torch.Tensor:
         """The reference code's entropy bonus: token mean over the micro-batch of -p log p of the sampled
