@@ -60,3 +60,32 @@ def test_truncate_metrics_for_resume(tmp_path):
         folder.append_metrics({"step": step})
     folder.truncate_metrics(2)
     assert [m["step"] for m in folder.read_metrics()] == [0, 1, 2]
+
+
+def test_samples_go_to_samples_jsonl_and_a_wandb_table_every_n_steps(tmp_path):
+    from PIL import Image
+
+    class FakeRun:  # records what would reach W&B
+        def __init__(self):
+            self.logged = []
+
+        def log(self, data, step=None):
+            self.logged.append((step, data))
+
+    folder = RunFolder(tmp_path)
+    run = FakeRun()
+    logger = RunLogger(folder, updates_per_step=1, rollouts_per_step=8, wandb_run=run)
+    kept = [{"id": 3, "completion": "\\boxed{3}", "reward": 1.0, "advantage": 0.5, "entropy": 0.7,
+             "image": Image.new("RGB", (8, 8))},
+            {"id": 5, "completion": "no", "reward": 0.0, "advantage": -0.5, "entropy": 0.2, "image": None}]
+    logger.samples_every, logger.samples_source = 2, lambda: [dict(s) for s in kept]
+    for step in (1, 2, 3, 4):
+        logger.write_samples(step)
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["id"]) for r in rows] == [(2, 3), (2, 5), (4, 3), (4, 5)]
+    assert "image" not in rows[0] and rows[1]["completion"] == "no"
+    assert [step for step, _ in run.logged] == [2, 4]
+    table = run.logged[0][1]["samples"]
+    assert table.columns == ["step", "id", "completion", "reward", "advantage", "entropy", "image"]
+    assert [row[:6] for row in table.data] == [[2, 3, "\\boxed{3}", 1.0, 0.5, 0.7], [2, 5, "no", 0.0, -0.5, 0.2]]
+    assert table.data[0][6] is not None and table.data[1][6] is None  # the image, where the row has one
