@@ -84,10 +84,30 @@ def test_lm_eval_cli_runs_digits_with_hf_multimodal(tiny_policy_path, tmp_path):
         "--model_args", f"pretrained={tiny_policy_path},dtype=float32",
         "--include_path", str(TASKS_DIR), "--tasks", "digits", "--limit", "4", "--batch_size", "4",
         "--apply_chat_template", "--device", "cpu", "--output_path", str(tmp_path / "out"),
-        "--gen_kwargs", "max_gen_toks=12",
+        "--gen_kwargs", "max_gen_toks=12", "--log_samples",
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=580)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mssr_digits" in result.stdout and "acc" in result.stdout
     assert list(Path(tmp_path / "out").rglob("results_*.json"))
+
+    # plain lm-eval (with the README's flags) answers and scores each item as `mssr eval` does
+    import json
+
+    from typer.testing import CliRunner
+
+    from mssr_cli.cli import app
+
+    plain = [json.loads(line) for f in Path(tmp_path / "out").rglob("samples_mssr_digits_*.jsonl")
+             for line in f.read_text().splitlines()]
+    ours = CliRunner().invoke(app, ["eval", "--benchmarks", "digits", "--model", tiny_policy_path, "--limit", "4",
+                                    "--max-new-tokens", "12", "--out", str(tmp_path / "ours")])
+    assert ours.exit_code == 0, ours.output[-3000:]
+    mine = [json.loads(line) for line in (tmp_path / "ours" / "samples_digits.jsonl").read_text().splitlines()]
+    assert len(plain) == len(mine) == 4
+    plain_by_id = {str(s["doc"]["id"]): s for s in plain}
+    for item in mine:
+        theirs = plain_by_id[str(item["id"])]
+        assert theirs["filtered_resps"][0].strip() == item["response"].strip(), item["id"]
+        assert theirs["acc"] == float(item["correct"]), item["id"]
