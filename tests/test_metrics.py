@@ -54,12 +54,15 @@ def test_summary_start_final_best():
     assert s["steps"] == 3 and s["wall_seconds"] == 12.35 and s["run"] == "x"
 
 
-def test_truncate_metrics_for_resume(tmp_path):
+def test_restore_metrics_keeps_the_lines_up_to_the_checkpoint(tmp_path):
     folder = RunFolder(tmp_path)
     for step in range(5):
         folder.append_metrics({"step": step})
-    folder.truncate_metrics(2)
+    folder.append_samples([{"step": 2, "id": 1}, {"step": 4, "id": 1}])
+    (tmp_path / "checkpoints" / "checkpoint-2").mkdir(parents=True)  # an old checkpoint: no run/ copy
+    folder.restore_metrics(tmp_path / "checkpoints" / "checkpoint-2", 2)
     assert [m["step"] for m in folder.read_metrics()] == [0, 1, 2]
+    assert [json.loads(line)["step"] for line in (tmp_path / "samples.jsonl").read_text().splitlines()] == [2]
 
 
 def test_samples_go_to_samples_jsonl_and_a_wandb_table_every_n_steps(tmp_path):

@@ -210,14 +210,25 @@ def test_resume_uses_the_saved_config_and_takes_harmless_overrides(tmp_path):
         resume_config(run, ["train.max_steps=0"])
 
 
-def test_truncate_metrics_drops_replayed_and_torn_lines(tmp_path):
+def test_restore_metrics_drops_replayed_and_torn_lines(tmp_path):
     folder = RunFolder(tmp_path)
     for step in range(5):
         folder.append_metrics({"step": step, "time/elapsed": float(step)})
     with folder.metrics_path.open("a") as f:
         f.write('{"step": 5, "train/rew')  # killed mid-write
-    kept = folder.truncate_metrics(3)
+    kept = folder.restore_metrics(tmp_path / "checkpoints" / "checkpoint-3", 3)
     assert [m["step"] for m in kept] == [m["step"] for m in folder.read_metrics()] == [0, 1, 2, 3]
+
+
+def test_a_finished_run_without_checkpoint_is_refused_not_wiped(tmp_path):
+    run = _fake_run(tmp_path / "run", ["train.save_every=0"], checkpoint=None)
+    RunFolder(run).append_metrics({"step": 0, "val/accuracy": 0.5})
+    (run / "summary.json").write_text("{}")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    result = CliRunner().invoke(app, ["train", "train.save_every=0", "--run-dir", str(run)])
+    assert result.exit_code == 2 and "holds a finished run and no checkpoint" in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
 def test_latest_checkpoint_ignores_unfinished_saves(tmp_path):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mssr_cli.fileio import write_text_atomic
+from mssr_cli.secrets import redact
 
 
 @dataclass
@@ -107,8 +108,6 @@ def run_batch(runs: list[PlannedRun], out: Path, console) -> list[PlannedRun]:
                 run.status = "failed"
                 run.folder.mkdir(parents=True, exist_ok=True)
                 log = run.folder / "error.log"
-                from mssr_cli.secrets import redact
-
                 # a traceback can quote a URL or a key from the environment: error.log keeps neither
                 write_text_atomic(log, redact(stderr_path.read_text(errors="replace")))
                 stderr_path.unlink(missing_ok=True)

@@ -30,12 +30,12 @@ from mssr_cli.runs import checkpoints as ckpt
 
 PACKAGES = ("mssr-cli", "torch", "torchvision", "transformers", "trl", "datasets", "accelerate", "wandb", "hydra-core")
 
-# Keys `mssr train --resume RUN_DIR` accepts as overrides: they change when the run stops, saves, validates or
-# logs, or how it runs here, never what it learns (the learning rate schedule is constant, so neither does
-# max_steps). Anything else would silently make the resumed steps a different run than the ones before.
 # How a run runs here, never what it computes: the keys in which two runs of the same settings may differ.
 HOW_IT_RUNS = ("train.num_threads", "train.vllm_server_host", "train.vllm_server_port", "train.vllm_server_timeout",
                "logging.wandb", "logging.progress")
+# Keys `mssr train --resume RUN_DIR` accepts as overrides: they change when the run stops, saves, validates or
+# logs, or how it runs here, never what it learns (the learning rate schedule is constant, so neither does
+# max_steps). Anything else would silently make the resumed steps a different run than the ones before.
 RESUME_KEYS = ("train.max_steps", "train.save_every", "train.keep_checkpoints", "train.eval_every",
                "train.stop_on_collapse", "train.log_samples_every", "train.log_samples", *HOW_IT_RUNS)
 
@@ -135,9 +135,8 @@ class RunFolder:
           ``--resume`` refuses them; the keys of ``RESUME_KEYS`` may differ.
         - Resuming takes the newest checkpoint that verifies against its manifest, and says which newer
           ones it skipped and why; none verifying (but some present) is an error.
-        - Starting afresh (no checkpoint: e.g. killed before the first) clears the earlier attempt's metrics."""
-        if self.path.exists() and not self.path.is_dir():
-            raise RunFolderError(f"run folder {self.path} is a file, not a folder: give another --run-dir")
+        - Starting afresh (no checkpoint: e.g. killed before the first) clears the earlier attempt's metrics;
+          a finished run (summary.json) with no checkpoint (train.save_every=0) is refused, never wiped."""
         saved = self.saved_config(warn)
         if saved is not None:
             differing = config_diff(saved[0], cfg, ignore=RESUME_KEYS)
@@ -153,6 +152,9 @@ class RunFolder:
             reasons = "; ".join(f"{c.name}: {why}" for c, why in skipped)
             raise RunFolderError(f"no checkpoint in {self.checkpoints} verifies ({reasons}); nothing to resume "
                                  f"from: give the run a new --run-dir")
+        if chosen is None and (self.path / "summary.json").exists():
+            raise RunFolderError(f"{self.path} holds a finished run and no checkpoint to continue it from "
+                                 f"(train.save_every=0): give a new --run-dir to run it again")
         if chosen is None:
             self.write_start(cfg, overrides)
         else:
@@ -210,13 +212,6 @@ class RunFolder:
         """metrics.jsonl's lines; lines that are not JSON (torn by a kill mid-write) are skipped."""
         return _parse_metrics(self.metrics_path)
 
-    def truncate_metrics(self, last_step: int) -> list[dict]:
-        """Drop lines after ``last_step`` (resuming from a checkpoint replays those steps); returns the kept ones."""
-        kept = [m for m in self.read_metrics() if m["step"] <= last_step]
-        if self.writes:
-            write_text_atomic(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
-        return kept
-
     def append_samples(self, rows: list[dict]) -> None:
         """samples.jsonl: rollouts as the policy wrote them (README: A run on disk)."""
         if not self.writes or not rows:
@@ -255,7 +250,6 @@ def _parse_metrics(path: Path) -> list[dict]:
 def _load_config(path: Path):
     """A saved config.yaml on the schema (keys added since default); ValueError naming the file if unreadable."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
     from mssr_cli.config.schema import RootConfig
 
@@ -266,10 +260,7 @@ def _load_config(path: Path):
         if not OmegaConf.is_dict(loaded):
             raise ValueError("not a mapping")
         return OmegaConf.merge(OmegaConf.structured(RootConfig), loaded)
-    except (OmegaConfBaseException, ValueError, TypeError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"{path} is corrupt ({first})") from err
-    except Exception as err:  # yaml's own errors (a scanner error on garbage) are not OmegaConf's
+    except Exception as err:  # OmegaConf's errors, and yaml's own on garbage (a scanner error)
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ValueError(f"{path} is corrupt ({first})") from err
 
