@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/cli_startup.py
+
+# Wheels a GPU machine (no network; torch and transformers already there) lacks, for bench/gpu_check.py:
+# the pins in its GPU_WHEELS, for that machine's Python, into gpu_wheels/ (git-ignored; carry it along).
+gpu-wheels: $(STAMP)
+	$(VENV)/bin/python bench/gpu_check.py --download-wheels gpu_wheels
 
 clean:
 	rm -rf $(VENV) runs wandb .pytest_cache

@@ -78,12 +78,13 @@ def train(
     from mssr_cli.data.sources import DataSourceError
     from mssr_cli.fileio import describe_os_error
     from mssr_cli.runs.folder import RunFolderError
+    from mssr_cli.rewards.functions import RewardFunctionError
     from mssr_cli.runs.lock import RunFolderBusy
     from mssr_cli.training.runner import run_training
 
     try:
         run_training(cfg, overrides, run_dir)
-    except (DataSourceError, RunFolderError, RunFolderBusy) as err:  # bad data, a folder in use or of another run
+    except (DataSourceError, RunFolderError, RunFolderBusy, RewardFunctionError) as err:  # bad data, a folder in use or of another run
         fail(str(err))
     except OSError as err:  # disk full, a read-only folder: what and where, one line
         fail(describe_os_error(err))
@@ -122,7 +123,7 @@ def ablate(
 @app.command("eval")
 def evaluate(
     benchmarks: Annotated[str, typer.Option("--benchmarks", help="Comma-separated: digits, mathvista, mathverse, mathvision, mmk12, r1_onevision_bench, hallusionbench, wemath, logicvista.")],
-    model: Annotated[str, typer.Option("--model", help="A run folder, a local HF model folder, a Hub id, or a preset (tiny).")],
+    model: Annotated[str | None, typer.Option("--model", help="A run folder, a local HF model folder, a Hub id, or a preset (tiny); default: the newest finished run under --runs-root.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N items of each benchmark.")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Local copies: benchmark NAME is read from DIR/NAME.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Generation batch size.")] = 16,
@@ -132,19 +133,23 @@ def evaluate(
     temperature: Annotated[float, typer.Option("--temperature", help="0 = greedy.")] = 0.0,
     judge_url: Annotated[str | None, typer.Option("--judge-url", help="OpenAI-compatible endpoint that extracts answers the rules cannot (off by default).")] = None,
     judge_timeout: Annotated[float, typer.Option("--judge-timeout", help="Seconds one judge call may take; a failed call leaves the item to the rules, and 3 failures in a row stop asking the judge.")] = 30.0,
+    runs_root: Annotated[Path | None, typer.Option("--runs-root", help="Without --model: where to look for the newest finished run (default: runs, as logging.runs_root).")] = None,
 ) -> None:
     """Evaluate a model on multimodal math benchmarks (lm-eval tasks), judge-free.
 
     Writes a table, summary.json and one samples_<benchmark>.jsonl per benchmark (id, prompt,
     response, extracted answer, gold, correct). Offline: --data-dir with local copies made by
-    `hf download <id> --repo-type dataset --local-dir DIR/NAME`."""
+    `hf download <id> --repo-type dataset --local-dir DIR/NAME`. Without --model: the newest finished
+    run (model/ and summary.json, not locked) under --runs-root."""
     from mssr_cli.console import fail
     from mssr_cli.evaluation import EvalError, run_eval
 
+    if model is not None and runs_root is not None:
+        fail("--model and --runs-root: give one of them (--runs-root picks the newest finished run when --model is not given)")
     try:
         run_eval([b.strip() for b in benchmarks.split(",") if b.strip()], model, limit=limit, data_dir=data_dir,
                  batch_size=batch_size, backend=backend, out=out, max_new_tokens=max_new_tokens,
-                 temperature=temperature, judge_url=judge_url, judge_timeout=judge_timeout)
+                 temperature=temperature, judge_url=judge_url, judge_timeout=judge_timeout, runs_root=runs_root)
     except (EvalError, ValueError) as err:
         fail(str(err))
 
@@ -180,8 +185,9 @@ def sweep(
 ) -> None:
     """Run a W&B sweep file locally (--local), as ordinary runs, then compare them.
 
-    With a W&B server use W&B's own agent instead: `wandb sweep FILE`, then `wandb agent <id>`;
-    the file's command (`mssr train ${args_no_hyphens}`) is the same either way."""
+    With a W&B server use W&B's own agent instead: `wandb login` (or WANDB_API_KEY), `wandb sweep FILE`,
+    then `wandb agent <entity/project/sweep_id>`; the file's command (`mssr train ${args_no_hyphens}`) is
+    the same either way, and under the agent each run logs online to the sweep (not offline)."""
     from mssr_cli.config.compose import ConfigError
     from mssr_cli.console import fail, stdout_console
     from mssr_cli.experiments.sweep import load_sweep, run_local_sweep
@@ -190,7 +196,8 @@ def sweep(
     try:
         if not local:
             load_sweep(file)  # still check the file
-            fail(f"{file}: on a W&B server run `wandb sweep {file}` then `wandb agent <sweep id>`; "
+            fail(f"{file}: on a W&B server run `wandb login` (or set WANDB_API_KEY), `wandb sweep {file}`, then "
+                 "`wandb agent <entity/project/sweep_id>` (its runs log online to the sweep); "
                  "add --local to run it here without one")
         run_local_sweep(file, max_runs, out, dry_run, stdout_console(), list(overrides or []))
     except ConfigError as err:

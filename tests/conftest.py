@@ -35,3 +35,15 @@ def tiny_policy_path(base_cfg):
     from mssr_cli.models.loading import resolve_model_path
 
     return resolve_model_path(base_cfg.model, base_cfg.data)
+
+
+@pytest.fixture(scope="session")
+def one_process_run(tmp_path_factory, tiny_policy_path):
+    """The small run of distributed_runs.COMMON trained by one process: what test_multiprocess (2 processes)
+    and test_multinode (2 machines) compare against, trained once per session."""
+    from distributed_runs import COMMON, mssr
+
+    run = tmp_path_factory.mktemp("one_process") / "run"
+    single = mssr("train", *COMMON, "--run-dir", str(run))
+    assert single.returncode == 0, single.stderr[-3000:]
+    return run

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import one_line_error
 
 from mssr_cli.config.paths import group_options
 
@@ -28,14 +29,6 @@ def _mssr(*args: str, env: dict | None = None, timeout: int = 120) -> tuple[subp
     return out, time.monotonic() - started
 
 
-def _one_line_error(out: subprocess.CompletedProcess, *words: str) -> str:
-    assert "Traceback" not in out.stderr + out.stdout, out.stderr[-3000:]
-    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 @pytest.fixture()
@@ -51,12 +44,12 @@ def empty_hf_home(tmp_path):
 
 def test_eval_unknown_benchmark():
     out, _ = _mssr("eval", "--benchmarks", "digits,mathvistaa", "--model", "tiny")
-    _one_line_error(out, "unknown benchmark 'mathvistaa'", "valid names: digits, mathvista")
+    one_line_error(out, "unknown benchmark 'mathvistaa'", "valid names: digits, mathvista")
 
 
 def test_eval_model_path_that_does_not_exist_says_so():
     out, took = _mssr("eval", "--benchmarks", "digits", "--model", "/no/such/path")
-    line = _one_line_error(out, "--model /no/such/path", "no such folder /no/such/path", "a run folder", "tiny")
+    line = one_line_error(out, "--model /no/such/path", "no such folder /no/such/path", "a run folder", "tiny")
     assert "repo" not in line.lower() and took < 30
 
 
@@ -65,26 +58,26 @@ def test_eval_model_folder_that_is_no_model(tmp_path, model):
     path = tmp_path / model
     path.mkdir() if model == "empty" else path.write_text("x")
     out, _ = _mssr("eval", "--benchmarks", "digits", "--model", str(path))
-    _one_line_error(out, f"--model {path}", "neither a run folder" if model == "empty" else "is a file")
+    one_line_error(out, f"--model {path}", "neither a run folder" if model == "empty" else "is a file")
 
 
 def test_eval_empty_model():
     out, _ = _mssr("eval", "--benchmarks", "digits", "--model", "")
-    _one_line_error(out, "--model is empty", ", ".join(group_options("model")))
+    one_line_error(out, "--model is empty", ", ".join(group_options("model")))
 
 
 @pytest.mark.parametrize("model", ["no-such-org/no-such-model", "qwen2vl-2b"])
 def test_eval_hub_id_offline_and_not_cached(model, empty_hf_home):
     out, took = _mssr("eval", "--benchmarks", "digits", "--model", model, env=empty_hf_home)
     hub_id = "Qwen/Qwen2-VL-2B-Instruct" if model == "qwen2vl-2b" else model
-    _one_line_error(out, f"cannot load --model {model}", empty_hf_home["HF_HUB_CACHE"], "HF_HUB_OFFLINE=1",
+    one_line_error(out, f"cannot load --model {model}", empty_hf_home["HF_HUB_CACHE"], "HF_HUB_OFFLINE=1",
                     f"hf download {hub_id} --local-dir DIR", "then pass --model DIR")
     assert took < 30, took
 
 
 def test_eval_bad_judge_timeout():
     out, _ = _mssr("eval", "--benchmarks", "digits", "--model", "tiny", "--judge-timeout", "0")
-    _one_line_error(out, "--judge-timeout must be > 0")
+    one_line_error(out, "--judge-timeout must be > 0")
 
 
 # --- mssr train (the model check it shares with eval) -------------------------------------------
@@ -97,11 +90,11 @@ def test_train_model_that_cannot_load_fails_in_seconds(tmp_path, model, empty_hf
     out, took = _mssr("train", model, "data=digits", "launcher=none", "--run-dir", str(tmp_path / "run"),
                       env=empty_hf_home, timeout=240)
     if model == "model=qwen2vl-2b":
-        _one_line_error(out, "model.name_or_path=Qwen/Qwen2-VL-2B-Instruct", empty_hf_home["HF_HUB_CACHE"],
+        one_line_error(out, "model.name_or_path=Qwen/Qwen2-VL-2B-Instruct", empty_hf_home["HF_HUB_CACHE"],
                         "HF_HUB_OFFLINE=1", "hf download Qwen/Qwen2-VL-2B-Instruct --local-dir DIR",
                         "then pass model.name_or_path=DIR")
     else:
-        _one_line_error(out, "model.name_or_path=/no/such/model: no such folder /no/such/model")
+        one_line_error(out, "model.name_or_path=/no/such/model: no such folder /no/such/model")
     assert took < 120, took  # no retries: before, 8 s offline to a traceback, 2.5 min without network
 
 
@@ -110,10 +103,10 @@ def test_train_model_that_cannot_load_fails_in_seconds(tmp_path, model, empty_hf
 
 def test_compare_missing_and_empty_folders(tmp_path):
     out, _ = _mssr("compare", str(tmp_path / "missing"))
-    _one_line_error(out, f"not a folder: {tmp_path / 'missing'}")
+    one_line_error(out, f"not a folder: {tmp_path / 'missing'}")
     (tmp_path / "empty").mkdir()
     out, _ = _mssr("compare", str(tmp_path / "empty"))
-    _one_line_error(out, f"no run folders in {tmp_path / 'empty'}")
+    one_line_error(out, f"no run folders in {tmp_path / 'empty'}")
 
 
 def test_compare_unknown_metric(tmp_path):
@@ -121,7 +114,7 @@ def test_compare_unknown_metric(tmp_path):
     run.mkdir()
     (run / "metrics.jsonl").write_text(json.dumps({"step": 0, "val/accuracy": 0.5}) + "\n")
     out, _ = _mssr("compare", str(run), "--metric", "val/acc")
-    _one_line_error(out, "no run logged metric 'val/acc'", "logged: val/accuracy")
+    one_line_error(out, "no run logged metric 'val/acc'", "logged: val/accuracy")
 
 
 # --- mssr ablate --------------------------------------------------------------------------------
@@ -129,14 +122,14 @@ def test_compare_unknown_metric(tmp_path):
 
 def test_ablate_unknown_variant_and_bad_seeds():
     out, _ = _mssr("ablate", "--variants", "no_shaping,bogus")
-    _one_line_error(out, "unknown variant(s) bogus", "valid variants: ", "no_shaping")
+    one_line_error(out, "unknown variant(s) bogus", "valid variants: ", "no_shaping")
     out, _ = _mssr("ablate", "--seeds", "0")
-    _one_line_error(out, "--seeds 0")
+    one_line_error(out, "--seeds 0")
 
 
 def test_ablate_without_validation_is_refused_before_any_run(tmp_path):
     out, took = _mssr("ablate", "--no-shaping", "train.eval_every=0", *CHEAP, "--out", str(tmp_path / "ablation"))
-    _one_line_error(out, "train.eval_every=0", "val/accuracy", "train.eval_every=N")
+    one_line_error(out, "train.eval_every=0", "val/accuracy", "train.eval_every=N")
     assert not (tmp_path / "ablation").exists() and took < 30
 
 
@@ -147,7 +140,7 @@ def test_ablate_with_nothing_to_compare_is_one_line(tmp_path):
         (out_dir / name).mkdir(parents=True)
         (out_dir / name / "summary.json").write_text("{}")
     out, _ = _mssr("ablate", "--no-shaping", "--out", str(out_dir))
-    _one_line_error(out, "compare after the runs:", "no readable runs")
+    one_line_error(out, "compare after the runs:", "no readable runs")
 
 
 # --- mssr sweep ---------------------------------------------------------------------------------
@@ -175,17 +168,17 @@ def test_sweep_bad_files(tmp_path, text, words):
     elif text is not None:
         path.write_text(text)
     out, _ = _mssr("sweep", str(path), "--local", "--dry-run")
-    _one_line_error(out, *words)
+    one_line_error(out, *words)
 
 
 def test_sweep_bad_options_and_no_validation(tmp_path):
     path = Path(__file__).resolve().parents[1] / "sweeps" / "mssr_shaping.yaml"
     out, _ = _mssr("sweep", str(path), "--local", "--max-runs", "0")
-    _one_line_error(out, "--max-runs 0")
+    one_line_error(out, "--max-runs 0")
     out, _ = _mssr("sweep", str(path))
-    _one_line_error(out, "wandb agent", "--local")
+    one_line_error(out, "wandb agent", "--local")
     out, _ = _mssr("sweep", str(path), "train.eval_every=0", *CHEAP, "--local", "--max-runs", "1", "--out", str(tmp_path / "sweep"))
-    _one_line_error(out, "train.eval_every=0", "val/accuracy")
+    one_line_error(out, "train.eval_every=0", "val/accuracy")
     assert not (tmp_path / "sweep").exists()
 
 
@@ -195,4 +188,4 @@ def test_sweep_with_nothing_to_compare_is_one_line(tmp_path):
     (tmp_path / "sweep" / "000__base").mkdir(parents=True)  # the one planned run, finished earlier without metrics
     (tmp_path / "sweep" / "000__base" / "summary.json").write_text("{}")
     out, _ = _mssr("sweep", str(path), "--local", "--out", str(tmp_path / "sweep"))
-    _one_line_error(out, "compare after the runs:", "no readable runs")
+    one_line_error(out, "compare after the runs:", "no readable runs")

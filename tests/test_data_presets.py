@@ -3,7 +3,7 @@
 vision_r1 and geometry3k copies are parquet files laid out as their Hub repositories are (what
 ``hf download --local-dir`` leaves), read with ``load_dataset(folder, split=...)``, the
 call the Hub id gets; ``local`` reads JSONL/parquet files. Every test checks the common columns
-(prompt, image, answer, id) that training uses.
+(prompt, images, answer, id) that training uses.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def test_vision_r1_copy_maps_to_the_common_columns(tmp_path):
     folder = write_vision_r1_copy(tmp_path / "Vision-R1-rl")
     cfg = data_cfg("data=vision_r1", f"data.path={folder}")
     train, val = load_split(cfg, "train"), load_split(cfg, "validation")
-    assert train.column_names == ["prompt", "image", "answer", "id"]
+    assert train.column_names == ["prompt", "images", "answer", "id"]
     assert (len(train), len(val)) == (5, 3)  # validation is the test split, as in the paper
     assert train["id"] == list(range(5))
     row = train[2]
@@ -112,8 +112,8 @@ def test_vision_r1_copy_maps_to_the_common_columns(tmp_path):
     assert content.startswith("train question 2: what is 2 + 1?") and "<image>" not in content
     assert "<think> </think>" in content and "\\boxed{}" in content
     assert row["answer"] == "3"
-    assert isinstance(row["image"], Image.Image) and row["image"].size == (8, 6)
-    assert row["image"].convert("RGB").getpixel((0, 0)) == (0, 0, 255)  # blue: the row's own image
+    assert len(row["images"]) == 1 and isinstance(row["images"][0], Image.Image) and row["images"][0].size == (8, 6)
+    assert row["images"][0].convert("RGB").getpixel((0, 0)) == (0, 0, 255)  # blue: the row's own image
     assert val[0]["prompt"][0]["content"].startswith("test question 0")
 
 
@@ -146,7 +146,7 @@ def test_geometry3k_copy_uses_its_validation_split_and_strips_placeholders(tmp_p
     assert val[1]["prompt"][0]["content"].startswith("Find x in the validation diagram 1.")
     assert all("<image>" not in p[0]["content"] for p in train["prompt"])
     assert val[1]["answer"] == "10\\sqrt{3}"
-    assert val[1]["image"].convert("RGB").getpixel((0, 0)) == (0, 128, 0)  # green
+    assert val[1]["images"][0].convert("RGB").getpixel((0, 0)) == (0, 128, 0)  # green
     test = load_split(data_cfg("data=geometry3k", f"data.path={folder}", "data.val_split=test"), "validation")
     assert len(test) == 3 and test[0]["prompt"][0]["content"].startswith("Find x in the test diagram 0.")
 
@@ -165,7 +165,7 @@ def test_local_jsonl_with_relative_image_paths_and_a_validation_file(tmp_path):
     train, val = load_split(cfg, "train"), load_split(cfg, "validation")
     assert (len(train), len(val), train["id"]) == (4, 2, [0, 1, 2, 3])
     assert train["answer"] == ["3", "4", "5", "6"]  # JSON numbers become answer strings
-    assert train[3]["image"].convert("RGB").getpixel((0, 0)) == (255, 255, 0)  # yellow, from imgs/train.jsonl-3.png
+    assert train[3]["images"][0].convert("RGB").getpixel((0, 0)) == (255, 255, 0)  # yellow, from imgs/train.jsonl-3.png
     assert train[0]["prompt"][0]["content"].startswith("How many sides? (0)")
     # image_root: paths relative to another folder
     moved = tmp_path / "elsewhere"
@@ -201,7 +201,8 @@ def test_local_parquet_folder_and_glob_with_plain_bytes_dicts(tmp_path):
     by_glob = load_split(data_cfg("data=local", f"data.path={folder}/part-*.parquet", f"data.val_path={folder}"), "train")
     assert len(by_folder) == len(by_glob) == 6 and by_folder["answer"] == ["00", "01", "02", "10", "11", "12"]
     assert by_folder[1]["prompt"][0]["content"].startswith("part 0 row 1 ")
-    assert by_folder[1]["image"].convert("RGB").getpixel((0, 0)) == (0, 128, 0)  # the first image (green), not the second
+    colors = [image.convert("RGB").getpixel((0, 0)) for image in by_folder[1]["images"]]
+    assert colors == [(0, 128, 0), (0, 0, 0)]  # both images (green, black), in order
 
 
 def test_local_without_validation_file_holds_rows_out(tmp_path):
@@ -287,14 +288,21 @@ def test_registry_names_every_data_option():
 
 
 def test_image_forms():
-    from mssr_cli.data.images import BadImage, image_value
+    from mssr_cli.data.images import BadImage, image_value, image_values
 
     pil = Image.new("RGB", (3, 2), "red")
-    for value in (pil, png("red"), {"bytes": png("red"), "path": "x.png"}, [png("red"), b"ignored"]):
+    for value in (pil, png("red"), {"bytes": png("red"), "path": "x.png"}):
         cell = image_value(value, None)
         assert Image.open(io.BytesIO(cell["bytes"])).convert("RGB").getpixel((0, 0)) == (255, 0, 0)
     with pytest.raises(BadImage, match="not an image"):
         image_value(3.5, None)
+    cells = image_values([png("red"), {"bytes": png("blue"), "path": None}], None)  # a list: every image, in order
+    assert [Image.open(io.BytesIO(c["bytes"])).getpixel((0, 0)) for c in cells] == [(255, 0, 0), (0, 0, 255)]
+    assert len(image_values(png("red"), None)) == 1
+    with pytest.raises(BadImage, match=r"^pics\[1\]: unreadable image"):
+        image_values([png("red"), b"not an image"], None, column="pics")
+    with pytest.raises(BadImage, match=r"^no image \(an empty list\)"):
+        image_values([], None)
 
 
 def test_dry_run_with_a_hub_preset_loads_nothing():

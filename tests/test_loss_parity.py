@@ -33,14 +33,14 @@ PAPER_SIDE = ["algo.loss_agg=micro_token_mean", "algo.kl_bias_correction=false",
 def build_trainer(overrides: list[str], out_dir):
     from mssr_cli.data.registry import load_split
     from mssr_cli.models.loading import load_policy
-    from mssr_cli.training.reward_funcs import REWARD_FUNCS
+    from mssr_cli.rewards.functions import BUILT_INS
     from mssr_cli.training.trainer import RLTrainer
     from mssr_cli.training.trl_args import grpo_args
 
     cfg = compose([*overrides, "data.train_limit=32", "logging.wandb=disabled"])
     model, processor = load_policy(cfg.model, cfg.data)
     args = grpo_args(cfg, str(out_dir))
-    trainer = RLTrainer(model=model, reward_funcs=REWARD_FUNCS, args=args, train_dataset=load_split(cfg.data, "train"),
+    trainer = RLTrainer(model=model, reward_funcs=[BUILT_INS["accuracy"]], args=args, train_dataset=load_split(cfg.data, "train"),
                         processing_class=processor, algo_cfg=cfg.algo)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = args.gradient_accumulation_steps  # as the training loop sets it

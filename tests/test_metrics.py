@@ -18,9 +18,11 @@ def test_rename_keeps_documented_metrics_only():
             "tracker/rho": 0.9, "collapse/adv_max": 2.0, "grpo/zero_std_frac": 0.5, "collapse/note": "text"}
     out = rename_trl_logs(logs)
     # TRL's frac_reward_zero_std is dropped: with one rollout per prompt it reads 1.0 and means nothing;
-    # the GRPO estimator logs grpo/zero_std_frac itself. The seam's own names pass through.
+    # the GRPO estimator logs grpo/zero_std_frac itself. The seam's own names pass through. The format
+    # reward is train/reward/format; train/format_rate (a boxed answer at all) is the seam's own.
     assert out == {"train/reward": 0.5, "collapse/entropy": 1.2, "collapse/grad_norm": 0.3, "collapse/kl_ref": 0.01,
-                   "train/accuracy": 0.5, "train/format_rate": 1.0, "collapse/clip_frac": 0.0,
+                   "train/accuracy": 0.5, "train/reward/accuracy": 0.5, "train/reward/format": 1.0,
+                   "collapse/clip_frac": 0.0,
                    "train/response_length": 6.0, "tracker/rho": 0.9, "collapse/adv_max": 2.0,
                    "grpo/zero_std_frac": 0.5}
 

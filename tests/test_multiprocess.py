@@ -8,39 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-# One optimizer update per RL step made of 2 micro-batches (gradient accumulation): with 2
-# processes each takes half of every micro-batch, so the global batch is the same 8 rollouts.
-COMMON = ["train.max_steps=3", "train.rollouts_per_step=8", "train.micro_batch_size=4", "data.train_limit=64",
-          "data.val_limit=16", "train.eval_every=3", "train.save_every=3", "train.num_threads=1",
-          "logging.wandb=disabled", "logging.progress=false",
-          "train.top_p=1e-6", "algo.tracker.warm_start=false"]  # why: see the test's docstring
+from distributed_runs import COMMON, assert_trains_like_one, metrics
+from distributed_runs import mssr as _mssr
+
 TWO = ["launcher=ddp", "launcher.num_processes=2", "launcher.main_process_port=0"]
-
-COMPARED = ["train/reward", "train/accuracy", "train/loss", "collapse/entropy", "collapse/kl_ref", "collapse/grad_norm",
-            "collapse/adv_abs_mean", "collapse/adv_std", "collapse/adv_max", "collapse/shaping_mean",
-            "collapse/shaping_cap_frac", "tracker/rho", "tracker/value_mean", "tracker/prompts"]
-
-
-def _mssr(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mssr_cli", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
-
-
-def _metrics(run) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def _tracker(run) -> dict:
-    return json.loads((run / "checkpoints" / "checkpoint-3" / "mssr_state.json").read_text())["estimator"]["tracker"]
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one(tmp_path, tiny_policy_path):
+def test_two_processes_train_like_one(tmp_path, tiny_policy_path, one_process_run):
     """Same global batch, 1 process vs 2: the same tracker state and the same metrics.
 
     Rollouts are sampled, and sampling cannot match across layouts: TRL seeds each process
@@ -54,9 +32,7 @@ def test_two_processes_train_like_one(tmp_path, tiny_policy_path):
     start is off: with greedy rollouts it would predict every reward exactly (all advantages
     0, nothing to compare); its sharing across processes is tested below.
     """
-    one, two = tmp_path / "one", tmp_path / "two"
-    single = _mssr("train", *COMMON, "--run-dir", str(one))
-    assert single.returncode == 0, single.stderr[-3000:]
+    two = tmp_path / "two"
     double = _mssr("train", *COMMON, *TWO, "--run-dir", str(two))
     assert double.returncode == 0, double.stderr[-3000:]
 
@@ -65,21 +41,7 @@ def test_two_processes_train_like_one(tmp_path, tiny_policy_path):
     assert command.endswith(f"--run-dir {two}") and "-m mssr_cli train" in command
     assert double.stdout.count("Run folder:") == 1, "only rank 0 prints"
 
-    a, b = _metrics(one), _metrics(two)
-    assert [m["step"] for m in b] == [0, 1, 2, 3], "one line per step, written once"
-    assert any(m["collapse/adv_abs_mean"] > 0.1 for m in a[1:]), "the test needs a real learning signal"
-    for x, y in zip(a, b, strict=True):
-        for key in [k for k in COMPARED if k in x] + [k for k in ("val/accuracy", "val/format_rate") if k in x]:
-            assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-6), (x["step"], key)
-
-    ta, tb = _tracker(one), _tracker(two)
-    assert ta["num_updates"] == tb["num_updates"] == 3
-    assert tb["kl_window"] == pytest.approx(ta["kl_window"], rel=1e-4, abs=1e-8)
-    assert tb["last_rho"] == pytest.approx(ta["last_rho"], rel=1e-6)
-    pa, pb = ({p[0]: p[1:] for p in t["prompts"]} for t in (ta, tb))
-    assert pa.keys() == pb.keys() and len(pa) == 24  # 3 steps x 8 prompts, none seen twice
-    for prompt, (alpha, beta) in pa.items():
-        assert pb[prompt] == pytest.approx([alpha, beta], rel=1e-5), prompt
+    assert_trains_like_one(one_process_run, two)
 
     checkpoint = two / "checkpoints" / "checkpoint-3"
     assert (checkpoint / "rng_state_0.pth").exists() and (checkpoint / "rng_state_1.pth").exists()
@@ -91,7 +53,7 @@ def test_two_processes_train_like_one(tmp_path, tiny_policy_path):
     resumed = _mssr("train", "--resume", str(two), "train.max_steps=4")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from checkpoint-3 (RL step 3)" in resumed.stdout
-    assert [m["step"] for m in _metrics(two)] == [0, 1, 2, 3, 4]
+    assert [m["step"] for m in metrics(two)] == [0, 1, 2, 3, 4]
     from mssr_cli.runs.checkpoints import verify
 
     assert verify(two / "checkpoints" / "checkpoint-4") is None

@@ -14,7 +14,7 @@ from mssr_cli.config.paths import conf_dir, group_options
 # re-exported here, where tests check they match the registries.
 from mssr_cli.config.schema import ESTIMATOR_NAMES, LOSS_AGG_NAMES, SCHEDULE_NAMES  # noqa: F401
 
-GROUPS = ("algo", "model", "data", "train", "logging", "launcher", "ablation", "experiment")
+GROUPS = ("algo", "model", "data", "train", "reward", "logging", "launcher", "ablation", "experiment")
 
 
 class ConfigError(ValueError):
@@ -236,14 +236,33 @@ def validate(cfg) -> None:
         raise ConfigError("model.lora.target_modules is empty: name the modules that get adapters (e.g. [q_proj, v_proj])")
     if model.name_or_path is None and model.preset != "tiny":
         raise ConfigError(f"model.name_or_path is null for preset '{model.preset}'; only 'tiny' is built locally")
+    _validate_rewards(cfg.reward)
     _validate_launcher(cfg.launcher, micro)
 
 
+def _validate_rewards(reward) -> None:
+    """Import the reward functions and check their signatures now, before any data or model loads."""
+    from mssr_cli.rewards.functions import RewardFunctionError, from_config
+
+    try:
+        from_config(reward)
+    except RewardFunctionError as err:
+        raise ConfigError(str(err)) from err
+
+
 def _validate_launcher(launcher, micro: int) -> None:
-    """Several processes split each micro-batch evenly (the global batch stays the one configured)."""
+    """Several processes split each micro-batch evenly (the global batch stays the one configured);
+    several machines need one rendezvous every machine can reach."""
     from mssr_cli.config.paths import accelerate_config_path
 
+    machines = launcher.num_machines
+    if launcher.machine_rank >= machines:
+        raise ConfigError(f"launcher.machine_rank={launcher.machine_rank} must be below launcher.num_machines={machines} "
+                          f"(machine ranks run 0 .. {machines - 1})")
     if launcher.name == "none":
+        if machines > 1:
+            raise ConfigError(f"launcher.num_machines={machines} with launcher=none: several machines need a launcher "
+                              "(launcher=ddp, zero2 or zero3)")
         return
     if not launcher.accelerate_config:
         raise ConfigError(f"launcher.accelerate_config is null for launcher '{launcher.name}': choose the option "
@@ -251,9 +270,21 @@ def _validate_launcher(launcher, micro: int) -> None:
     if not accelerate_config_path(launcher.accelerate_config).is_file():
         shipped = ", ".join(p.name for p in sorted((conf_dir() / "accelerate").glob("*.yaml")))
         raise ConfigError(f"launcher.accelerate_config={launcher.accelerate_config}: no such file; shipped: {shipped}, or give a path")
-    if launcher.num_processes is not None and micro % launcher.num_processes:
+    if machines > 1:
+        if not launcher.main_process_ip:
+            raise ConfigError(f"launcher.num_machines={machines} needs launcher.main_process_ip: the address of machine "
+                              "rank 0, reachable from every machine")
+        if launcher.main_process_port == 0:
+            raise ConfigError(f"launcher.main_process_port=0 picks a free port on each machine separately: with "
+                              f"launcher.num_machines={machines} give a fixed port (or null: 29500)")
+        if launcher.num_processes is None:
+            raise ConfigError(f"launcher.num_processes=null with launcher.num_machines={machines}: give the processes per "
+                              "machine (one per GPU), the same on every machine")
+    world = launcher.num_processes * machines if launcher.num_processes is not None else None  # accelerate's total
+    if world is not None and micro % world:
+        times = f" x launcher.num_machines={machines} = {world} processes" if machines > 1 else ""
         raise ConfigError(
-            f"launcher.num_processes={launcher.num_processes} must divide the micro-batch of {micro} rollouts "
+            f"launcher.num_processes={launcher.num_processes}{times} must divide the micro-batch of {micro} rollouts "
             "(train.micro_batch_size, else the minibatch): each process takes an equal share"
         )
 

@@ -172,7 +172,7 @@ class DataConfig:
     val_split: str = key("validation", "split of the dataset used for validation")
     question_column: str = key("problem", "column holding the question text (<image> placeholders are removed)")
     answer_column: str = key("answer", "column holding the gold answer")
-    image_column: str = key("images", "column holding the image: path, bytes, {bytes, path} or a list of these (the first is used)")
+    image_column: str = key("images", "column holding the image: path, bytes, {bytes, path} or a list of these (every image is used, in order)")
     image_root: str | None = key(None, "folder that relative image paths are resolved against (null: the data file's folder)")
     skip_bad_rows: bool = key(False, "skip rows with a missing question, empty answer or unreadable image (and say how many) instead of failing")
     max_prompt_tokens: int | None = key(None, "drop prompts longer than this many tokens, image tokens included, before training (paper: 2048; null keeps every prompt)", ge=1)
@@ -212,6 +212,12 @@ class TrainConfig:
 
 
 @dataclass
+class RewardConfig:
+    functions: list[str] = key(["accuracy"], "reward functions, TRL's convention: built-ins accuracy | format (<think>...</think>...\\boxed{}, the reference's check), or module:function / file.py:function (README: Your own reward)")
+    weights: list[float] | None = key(None, "one weight per function; the step's reward is the weighted sum (null: 1.0 each)")
+
+
+@dataclass
 class CollapseConfig:
     entropy_ratio_below: float = key(0.2, "alarm rule: collapse/entropy_ratio below this ...", gt=0, le=1)
     entropy_patience: int = key(5, "... for this many consecutive steps", ge=1)
@@ -236,9 +242,12 @@ class LoggingConfig:
 @dataclass
 class LauncherConfig:
     name: str = key("none", "how training starts: none (this process) | ddp | zero2 | zero3 (re-runs `mssr train` under `accelerate launch`)", choices=lambda: group_options("launcher"))
-    num_processes: int | None = key(1, "training processes, one per GPU (null: every GPU of this machine)", ge=1)
+    num_processes: int | None = key(1, "training processes PER MACHINE, one per GPU (null: every GPU of this machine); the world size is num_processes x num_machines (accelerate's --num_processes, the total, is passed that product)", ge=1)
     accelerate_config: str | None = key(None, "accelerate config file: a name in conf/accelerate/ (ddp.yaml, zero2.yaml, zero3.yaml) or a path")
-    main_process_port: int | None = key(None, "rendezvous port of process 0 (null: accelerate's default 29500; 0: a free port)", ge=0, le=PORT_MAX)
+    main_process_port: int | None = key(None, "rendezvous port of process 0 (null: accelerate's default 29500; 0: a free port, one machine only)", ge=0, le=PORT_MAX)
+    num_machines: int = key(1, "machines (nodes) the run spans, each starting num_processes processes (accelerate --num_machines; > 1 needs a launcher and main_process_ip)", ge=1)
+    machine_rank: int = key(0, "this machine's rank, 0 .. num_machines - 1; rank 0 hosts the rendezvous and writes the run folder (accelerate --machine_rank)", ge=0)
+    main_process_ip: str | None = key(None, "address of machine rank 0, reachable from every machine (accelerate --main_process_ip; needed when num_machines > 1)")
 
 
 @dataclass
@@ -248,6 +257,7 @@ class RootConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "what a rollout earns"})
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig, metadata={"help": "several GPUs: how the training processes start"})

@@ -1,13 +1,13 @@
-"""One image cell of a source dataset, in whichever form it is stored, as a ``datasets.Image`` value.
+"""The image cell of a source dataset, in whichever form it is stored, as ``datasets.Image`` values.
 
-Accepted forms: a file path (``str``; a relative path resolves against the image root), raw
-``bytes``, a ``{"bytes": ..., "path": ...}`` dict (how a ``datasets.Image`` feature stores an image
-when not decoded, and how plain parquet files keep one), or a decoded ``PIL.Image``. A list of
-these is a multi-image row: the first image is used (one image per prompt; multi-image prompts
-are out of scope for now).
+Accepted forms of one image: a file path (``str``; a relative path resolves against the image
+root), raw ``bytes``, a ``{"bytes": ..., "path": ...}`` dict (how a ``datasets.Image`` feature stores
+an image when not decoded, and how plain parquet files keep one), or a decoded ``PIL.Image``. A
+list of these is a multi-image row: every image is kept, in order (Qwen-VL takes several images
+per prompt); an empty list is a row without an image.
 
-The result is again a ``{"bytes", "path"}`` dict, so bytes pass through without being decoded and
-re-encoded, and a file is read only when a row is used.
+Each image becomes again a ``{"bytes", "path"}`` dict, so bytes pass through without being decoded
+and re-encoded, and a file is read only when a row is used.
 """
 
 from __future__ import annotations
@@ -18,22 +18,40 @@ from pathlib import Path
 
 
 class BadImage(ValueError):
-    """An image cell that gives no readable image: ``kind`` is the short reason (for counts), the message the detail."""
+    """An image cell that gives no readable image: ``kind`` is the short reason (for counts), the message the
+    detail; in a list cell the message starts with which image (``images[1]: ...``, the cell's column name)."""
 
-    def __init__(self, kind: str, detail: str = ""):
-        super().__init__(f"{kind}{detail}")
+    def __init__(self, kind: str, detail: str = "", where: str = ""):
+        super().__init__(f"{where}: {kind}{detail}" if where else f"{kind}{detail}")
         self.kind = kind
 
 
-def first_image(value):
-    """The first image of a list cell, the cell itself otherwise; None when there is none."""
-    if isinstance(value, (list, tuple)):
-        return value[0] if value else None
-    return value
+def is_image_list(value) -> bool:
+    """True for a multi-image cell (a list of images), False for one image."""
+    return isinstance(value, (list, tuple))
+
+
+def image_values(value, image_root: Path | None, check: bool = True, column: str = "images") -> list[dict]:
+    """Every image of a cell, in order, each as ``{"bytes": ..., "path": ...}``: one image gives a list of one.
+
+    Each image is checked as ``image_value`` checks one; a bad one raises ``BadImage`` whose message names
+    it by its place in the list (``column[i]``, 0-based). An empty list (or a missing cell) has no image.
+    """
+    if not is_image_list(value):
+        return [image_value(value, image_root, check)]
+    if not value:
+        raise BadImage("no image", " (an empty list)")
+    cells = []
+    for index, item in enumerate(value):
+        try:
+            cells.append(image_value(item, image_root, check))
+        except BadImage as err:
+            raise BadImage(err.kind, str(err)[len(err.kind):], where=f"{column}[{index}]") from None
+    return cells
 
 
 def image_value(value, image_root: Path | None, check: bool = True) -> dict:
-    """``value`` (any accepted form, or a list of them) as ``{"bytes": ..., "path": ...}``.
+    """``value`` (one image, any accepted form) as ``{"bytes": ..., "path": ...}``; a list is ``image_values``'.
 
     With ``check``, the image is opened and checked (PNG: every chunk's checksum, much cheaper than
     decoding; other formats: decoded, JPEG at 1/8 scale), and one over PIL's decompression-bomb
@@ -42,7 +60,6 @@ def image_value(value, image_root: Path | None, check: bool = True) -> dict:
     """
     from PIL import Image
 
-    value = first_image(value)
     if value is None:
         raise BadImage("no image")
     if isinstance(value, Image.Image):

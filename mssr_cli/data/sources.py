@@ -1,4 +1,4 @@
-"""Hub datasets and local parquet/JSONL files as a split with the common columns prompt, image, answer, id.
+"""Hub datasets and local parquet/JSONL files as a split with the common columns prompt, images, answer, id.
 
 Where a split's rows come from (``data.*`` keys):
 
@@ -11,12 +11,16 @@ Where a split's rows come from (``data.*`` keys):
   ``val_path`` (same forms), else ``num_val`` rows held out of ``path`` by a fixed seeded split.
 - ``val_path`` set: always the validation files, whatever the training source.
 
-Every row is then mapped (``mssr_cli.data.columns``) to the common columns; ``id`` is the row's
-index in its source split (or file list), so it is stable across runs, limits and skipped rows.
+Every row is then mapped (``mssr_cli.data.columns``) to the common columns; ``images`` holds every
+image of the row's image cell (one image, or a list of them), in order; ``id`` is the row's index in
+its source split (or file list), so it is stable across runs, limits and skipped rows. Every other
+column of the source is kept under its own name (reward functions get it as a keyword argument),
+except names the common columns or TRL use (``RESERVED_COLUMNS``).
 A bad row (a JSON line that does not parse, a question that is not text, an answer that is not
-text or a number, an image that is missing, truncated, unreadable or over PIL's decompression-bomb
-limit) fails with a one-line ``DataSourceError`` naming the file, the row (JSON Lines: the 1-based
-line) and the column, or, with ``data.skip_bad_rows``, is dropped and counted in a one-line note.
+text or a number, no image (an empty list), an image that is missing, truncated, unreadable or over
+PIL's decompression-bomb limit) fails with a one-line ``DataSourceError`` naming the file, the row
+(JSON Lines: the 1-based line), the column and, in a list, which image (``images[1]``), or, with
+``data.skip_bad_rows``, is dropped and counted in a one-line note.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mssr_cli.data import json_lines
-from mssr_cli.data.columns import BadRow, ColumnMap, common_row
+from mssr_cli.data.columns import IMAGE, IMAGES, BadRow, ColumnMap, common_row
 
 SPLIT_SEED = 1234  # fixed: a held-out validation split is part of the data, not of a run
 FILE_FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
@@ -56,7 +60,7 @@ class RawSplit:
 
 def load_source_split(data_cfg, split: str):
     """The ``split`` ("train" or "validation") of a Hub or local source as a ``datasets.Dataset``
-    with columns prompt, image, answer, id (see the module docstring for where rows come from)."""
+    with columns prompt, images, answer, id (see the module docstring for where rows come from)."""
     if split not in ("train", "validation"):
         raise ValueError(f"data={data_cfg.name} has splits 'train' and 'validation', not {split!r}")
     import datasets
@@ -284,14 +288,22 @@ def _undecoded(rows, column: str):
     return rows
 
 
-def common_features():
-    """The common columns' feature types (the same as the built-in digits task)."""
+# Column names a source's extra columns may not take: the common columns, TRL's arguments to reward functions
+# and the row bookkeeping of ``to_common``.
+RESERVED_COLUMNS = frozenset({"prompt", IMAGE, IMAGES, "answer", "id", "completion", "completion_ids", "prompts",
+                              "completions", "trainer_state", "log_extra", "log_metric", "environments",
+                              "_bad_row", "_bad_kind"})
+
+
+def common_features(images: str = IMAGE):
+    """The common columns' feature types: with ``images="image"`` one image per row (the built-in digits
+    task's), with ``"images"`` a list of images per row (what Hub and local sources give)."""
     import datasets
 
     return datasets.Features(
         {
             "prompt": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
-            "image": datasets.Image(),
+            images: datasets.List(datasets.Image()) if images == IMAGES else datasets.Image(),
             "answer": datasets.Value("string"),
             "id": datasets.Value("int64"),
         }
@@ -309,7 +321,10 @@ def to_common(raw: RawSplit, data_cfg):
             raise DataSourceError(
                 f"{key}={column}: no such column in the {raw.label}; its columns: {', '.join(raw.rows.column_names)}"
             )
-    rows = raw.rows.select_columns(list(dict.fromkeys(keys.values())))
+    # Every other column rides along under its own name, for reward functions (``reward.functions`` get
+    # each row's columns as keyword arguments, TRL's convention); names mssr or TRL use are left out.
+    extra = [c for c in raw.rows.column_names if c not in keys.values() and c not in RESERVED_COLUMNS]
+    rows = raw.rows.select_columns(list(dict.fromkeys([*keys.values(), *extra])))
     rows = _undecoded(rows, columns.image)
     if raw.ids != list(range(len(raw.rows))):
         rows = rows.select(raw.ids)
@@ -322,11 +337,14 @@ def to_common(raw: RawSplit, data_cfg):
             out = {**common_row(row, columns, image_root), "_bad_row": "", "_bad_kind": ""}
         except BadRow as err:
             where, kind = (f", column '{err.column}'", f"{err.kind} ({err.column})") if err.column else ("", err.kind)
-            out = {"prompt": [], "image": None, "answer": "", "_bad_row": f"{where}: {err}", "_bad_kind": kind}
+            out = {"prompt": [], IMAGES: [], "answer": "", "_bad_row": f"{where}: {err}", "_bad_kind": kind}
         out["id"] = ids[index]
+        out.update({c: row[c] for c in extra})
         return out
 
-    features = common_features()
+    features = common_features(IMAGES)
+    for c in extra:
+        features[c] = rows.features[c]
     features["_bad_row"] = datasets.Value("string")  # why the row is bad ("" if it is fine)
     features["_bad_kind"] = datasets.Value("string")  # the short reason, for the skip note's counts
     # Never reuse a cached map: whether an image file exists or reads can change between runs.

@@ -2,7 +2,8 @@
 
 One ``Benchmark`` per name. Each reads the dataset's own columns as the Hub repository stores
 them (checked against the sources named in ``schema``), builds the user prompt (one ``<image>``
-placeholder, the question with its options, and the training instruction to box the answer),
+placeholder per image of the row: a copy whose image column holds a list of images gives every
+one, in order; then the question with its options, and the training instruction to box the answer),
 and grades a response with the training grader (``mssr_cli.rewards``: one implementation):
 
 - ``digits``: the training reward itself (boxed or ``<answer>`` form only), so eval accuracy is
@@ -59,7 +60,7 @@ class Benchmark:
     schema: str  # where the field names, splits and answer format were checked
     doc_id: Callable[[dict], str]
     question: Callable[[dict], str]  # the user text: question, options, instruction
-    images: Callable[[dict], list]
+    image_column: str  # the column of the row's image (or of a list of images: every one is used)
     gold: Callable[[dict], str]
     rules: Callable[[dict], Rules] = field(default=lambda doc: Rules())
     keep: tuple[str, Callable[[object], bool]] | None = None  # (column, test): rows evaluated
@@ -67,8 +68,16 @@ class Benchmark:
     strict: bool = False  # grade with the training reward (boxed / <answer> form only)
 
     def prompt(self, doc: dict) -> str:
-        """The prompt lm-eval and the hf backend send: the image (every benchmark has one), then the text."""
-        return IMAGE_PLACEHOLDER + self.question(doc)
+        """The prompt lm-eval and the hf backend send: the images (one placeholder each), then the text."""
+        return IMAGE_PLACEHOLDER * self.image_count(doc) + self.question(doc)
+
+    def images(self, doc: dict) -> list:
+        """The row's images as PIL RGB images, in order: one, or every image of a list cell."""
+        return [_rgb(value) for value in _image_cells(doc[self.image_column])]
+
+    def image_count(self, doc: dict) -> int:
+        """How many images the row has (without converting them)."""
+        return len(_image_cells(doc[self.image_column]))
 
     def grade(self, doc: dict, response: str, judge: Callable[[str, str], str | None] | None = None) -> Graded:
         """Extract the answer from ``response`` and compare it with the gold answer; never raises.
@@ -98,6 +107,13 @@ def _text(value) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return ""
     return str(value)
+
+
+def _image_cells(value) -> list:
+    """An image cell as a list of images: a list cell as it is, one image as a list of one, none as []."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _rgb(value):
@@ -237,7 +253,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             schema="built in: mssr_cli.data.digits (scikit-learn digits, fixed seeded split)",
             doc_id=lambda d: str(d["id"]),
             question=_digits_question,
-            images=lambda d: [_rgb(d["image"])],
+            image_column="image",
             gold=lambda d: d["answer"],
             strict=True,
         ),
@@ -252,7 +268,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "lmms-eval tasks/mathvista; gold is the choice text for multi_choice",
             doc_id=lambda d: _text(d["pid"]),
             question=lambda d: _with_instruction(d.get("query") or d["question"]),
-            images=lambda d: [_rgb(d["decoded_image"])],
+            image_column="decoded_image",
             gold=lambda d: _text(d["answer"]),
             rules=_mathvista_rules,
         ),
@@ -267,7 +283,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "problem_version, question, image, answer (a letter for multi-choice), question_type, query_cot",
             doc_id=lambda d: _text(d["sample_index"]),
             question=lambda d: _with_instruction(d.get("query_cot") or d["question"]),
-            images=lambda d: [_rgb(d["image"])],
+            image_column="image",
             gold=lambda d: _text(d["answer"]),
             rules=_mathverse_rules,
             keep=("problem_version", lambda v: v != "Text Only"),
@@ -282,7 +298,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "(list, empty for free form), decoded_image, answer (a letter when options)) and lmms-eval tasks/mathvision",
             doc_id=lambda d: _text(d["id"]),
             question=_mathvision_question,
-            images=lambda d: [_rgb(d["decoded_image"])],
+            image_column="decoded_image",
             gold=lambda d: _text(d["answer"]),
             rules=_mathvision_rules,
         ),
@@ -296,7 +312,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "id, subject, image, question (options inline as 'A. ...' lines), answer (the letter); files under data/",
             doc_id=lambda d: _text(d["id"]),
             question=lambda d: _with_instruction(d["question"]),
-            images=lambda d: [_rgb(d["image"])],
+            image_column="image",
             gold=lambda d: _text(d["answer"]).strip(),
             rules=_mmk12_rules,
         ),
@@ -310,7 +326,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "index, image (base64), question, choices (text, may be empty), answer (a letter or a value), level, category",
             doc_id=lambda d: _text(d["index"]),
             question=_r1_onevision_question,
-            images=lambda d: [_rgb(d["image"])],
+            image_column="image",
             gold=lambda d: _text(d["answer"]).strip(),
             rules=_r1_onevision_rules,
             file_format="tsv",
@@ -325,7 +341,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "set_id, figure_id, question_id, question, gt_answer '1' yes / '0' no, image) and lmms-eval hallusion_bench",
             doc_id=_hallusion_id,
             question=_hallusion_question,
-            images=lambda d: [_rgb(d["image"])],
+            image_column="image",
             gold=lambda d: "yes" if _text(d["gt_answer"]).strip() == "1" else "no",
             rules=lambda d: Rules(fallback="yes_no"),
         ),
@@ -339,7 +355,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "knowledge concept, question, option ('A. x; B. y; ...'), answer (the letter), key, image_path (the image)",
             doc_id=lambda d: _text(d["ID"]),
             question=lambda d: _with_instruction(f"{_clean_text(d['question'])}\n{_text(d['option'])}"),
-            images=lambda d: [_rgb(d["image_path"])],
+            image_column="image_path",
             gold=lambda d: _text(d["answer"]).strip(),
             rules=lambda d: _letter_rules(parse_choices(d["option"])),
         ),
@@ -353,7 +369,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "the text), answer (letters, possibly several: 'A, C'), reasoning, image, skill",
             doc_id=lambda d: _text(d["id"]),
             question=lambda d: _with_instruction(d["question"]),
-            images=lambda d: [_rgb(d["image"])],
+            image_column="image",
             gold=lambda d: _text(d["answer"]).strip(),
             rules=lambda d: Rules(fallback="letter", multi_select=True),
         ),

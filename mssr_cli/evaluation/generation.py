@@ -1,7 +1,7 @@
 """Generation backends: answers for prompts with ``<image>`` placeholders and their images.
 
 - ``hf`` (default): our own batched ``generate`` with the model's own processor and chat template,
-  exactly the rendering training and validation use (a user turn: the image, then the text).
+  exactly the rendering training and validation use (a user turn: the images, then the text).
 - ``vllm``: lm-eval's ``vllm-vlm`` model (GPU machines with the ``vllm`` extra), driven through
   lm-eval's own ``generate_until``; ``generate_lm_eval`` works with any lm-eval multimodal model
   (the tests run it with ``hf-multimodal``).
@@ -87,13 +87,14 @@ def generate_lm_eval(lm, prompts: list[str], images: list[list], *, max_new_toke
     return list(lm.generate_until(requests))
 
 
-VLLM_PROMPT_TOKENS = 8192  # room for the prompt (text + one image's vision tokens) in vLLM's context
+VLLM_PROMPT_TOKENS = 8192  # room for the prompt (text + its images' vision tokens) in vLLM's context
 
 
-def vllm_model(model_path: str, max_new_tokens: int):
+def vllm_model(model_path: str, max_new_tokens: int, max_images: int = 1):
     """lm-eval's ``vllm-vlm`` model, or a one-line error when vLLM is not installed.
 
-    vLLM batches continuously: every prompt of a chunk goes in at once (``batch_size="auto"``)."""
+    vLLM batches continuously: every prompt of a chunk goes in at once (``batch_size="auto"``);
+    ``max_images``: the most images one prompt has (vLLM refuses a prompt with more)."""
     if importlib.util.find_spec("vllm") is None:
         raise BackendUnavailableError(
             "--backend vllm needs vLLM, which is not installed: pip install 'mssr-cli[vllm]' (GPU machines); "
@@ -102,7 +103,7 @@ def vllm_model(model_path: str, max_new_tokens: int):
     from lm_eval.models.vllm_vlms import VLLM_VLM
 
     return VLLM_VLM(
-        pretrained=model_path, batch_size="auto", max_gen_toks=max_new_tokens, max_images=1,
+        pretrained=model_path, batch_size="auto", max_gen_toks=max_new_tokens, max_images=max_images,
         max_model_len=VLLM_PROMPT_TOKENS + max_new_tokens,
     )
 

@@ -85,6 +85,27 @@ def resolve_model(model: str) -> ModelTarget:
 _MODEL_CHOICES = "give a run folder, a model folder, a preset ({presets}) or a Hub id"
 
 
+def default_model(runs_root: Path | None, console) -> str:
+    """No ``--model``: the newest finished run under ``runs_root`` (default ``logging.runs_root``), said in
+    one line; ModelLoadError naming ``--model`` when there is none."""
+    from mssr_cli.config.paths import group_options
+    from mssr_cli.config.schema import LoggingConfig
+    from mssr_cli.runs.finished import newest_finished_run
+
+    root = Path(runs_root) if runs_root is not None else Path(LoggingConfig.runs_root)
+    run = newest_finished_run(root)
+    if run is None:
+        where = (f"no finished run in {root} (one with model/ and summary.json, not running)" if root.is_dir()
+                 else f"no runs folder {root}")
+        presets = ", ".join(group_options("model"))
+        raise ModelLoadError(f"no --model given and {where}: pass --model M, a run folder, a model folder, "
+                             f"a preset ({presets}) or a Hub id (or --runs-root DIR)")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.finished))
+    console.print(f"evaluating the newest finished run: {run.path} (finished {when})", markup=False, highlight=False,
+                  soft_wrap=True)
+    return str(run.path)
+
+
 def _ensure_loadable(name_or_path: str, label: str) -> None:
     from mssr_cli.config.paths import group_options
     from mssr_cli.models.loading import ModelNotFoundError, ensure_loadable, looks_like_path
@@ -168,7 +189,7 @@ def _load_model(target: ModelTarget, console):
 
 def run_eval(
     benchmarks: list[str],
-    model: str,
+    model: str | None,
     limit: int | None = None,
     data_dir: Path | None = None,
     batch_size: int = 16,
@@ -179,6 +200,7 @@ def run_eval(
     judge_url: str | None = None,
     judge_timeout: float = JUDGE_TIMEOUT,
     console=None,
+    runs_root: Path | None = None,
 ) -> dict:
     """Evaluate ``model`` on ``benchmarks``; prints a table, writes the outputs, returns the summary.
 
@@ -186,6 +208,7 @@ def run_eval(
     ``batch_size``: prompts per ``generate`` call (hf; vLLM batches continuously). Greedy at
     ``temperature`` 0, else sampled with a fixed seed. ``judge_timeout``: seconds one judge call may take
     (the judge is given up on after a few failures in a row; summary.json counts its calls and failures).
+    ``model`` None: the newest finished run under ``runs_root`` (default: ``runs``), said in one line.
 
     Raises an ``EvalError`` subclass (one-line message) for an unknown benchmark or backend, data
     that is neither in ``data_dir`` nor on the Hub, or a model that cannot be loaded."""
@@ -203,11 +226,13 @@ def run_eval(
 
         console = stdout_console()
     started = time.time()
+    if model is None:
+        model = default_model(runs_root, console)
     target = resolve_model(model)
     out = Path(out) if out is not None else _default_out(target)
 
     tasks = load_tasks(names, data_dir, target.data_options)  # fails here, fast, if data is missing
-    from mssr_cli.evaluation.sources import loaded_from
+    from mssr_cli.evaluation.sources import loaded_from, most_images
 
     sources = {name: loaded_from.get(name, "?") for name in names}
 
@@ -224,7 +249,8 @@ def run_eval(
             target.path = resolve_model_path(target.model_cfg, target.data_cfg, console=console)
         from mssr_cli.evaluation.generation import vllm_model
 
-        policy, lm = None, vllm_model(target.path, max_new_tokens)
+        max_images = max(most_images.get(name, 1) for name in names)  # rows with a list of images: all of them
+        policy, lm = None, vllm_model(target.path, max_new_tokens, max_images)
 
     judge = None
     if judge_url:
@@ -350,17 +376,21 @@ def log_to_run_wandb(run_dir: Path, summary: dict, console) -> None:
     try:
         from omegaconf import OmegaConf
 
+        from mssr_cli.runs.wandb_run import read_record
+
         logging_cfg = OmegaConf.load(run_dir / "config.yaml").get("logging", {})
-        mode = logging_cfg.get("wandb", "offline")
+        # the W&B run the training logged to (under `wandb agent`: the agent's, online), else the folder's id
+        record = read_record(run_dir) or {}
+        mode = record.get("mode") or logging_cfg.get("wandb", "offline")
         if mode == "disabled":
             return
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
         run = wandb.init(
-            project=logging_cfg.get("project"),
-            entity=logging_cfg.get("entity"),
-            id=run_dir.name.replace("__", "-")[-64:],  # the id mssr train gave the run
+            project=record.get("project") or logging_cfg.get("project"),
+            entity=record.get("entity") or logging_cfg.get("entity"),
+            id=record.get("id") or run_dir.name.replace("__", "-")[-64:],  # the id mssr train gave the run
             resume="allow",
             dir=str(run_dir),
             mode=mode,

@@ -10,7 +10,9 @@ feature types the repository declares (images decode to PIL). Without a local co
 loaded (network, or the ``datasets`` cache). When neither works: ``BenchmarkDataError``, one line
 naming the benchmark, where it looked and the command that makes the local copy. The evaluated
 rows' images are checked as training checks its own (``mssr_cli.data.images``): a truncated,
-unreadable or over-the-pixel-limit image is a ``BenchmarkDataError`` naming the file, row and column.
+unreadable or over-the-pixel-limit image is a ``BenchmarkDataError`` naming the file, row and column
+(and, where the column holds a list of images per row, which one: ``image[1]``; every image of the
+list is evaluated; an empty list is a row without an image, an error too).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from mssr_cli.evaluation.benchmarks import Benchmark, get_benchmark
 from mssr_cli.evaluation.errors import BenchmarkDataError
 
 loaded_from: dict[str, str] = {}  # benchmark -> where its documents were last loaded from (for summaries)
+most_images: dict[str, int] = {}  # benchmark -> the most images one of its evaluated rows has (vLLM's per-prompt limit)
 
 
 def download_command(benchmark: Benchmark, data_dir: Path | str | None) -> str:
@@ -116,7 +119,7 @@ def _checked(benchmark: Benchmark, docs, files: list[Path], where: str):
     (``FILE row N, column C``; ``where, row N`` when rows are not counted per file) rather than inside lm-eval."""
     import datasets
 
-    from mssr_cli.data.images import BadImage, image_value
+    from mssr_cli.data.images import BadImage, image_values
     from mssr_cli.data.sources import locate_row
 
     rows = list(range(len(docs)))
@@ -124,13 +127,18 @@ def _checked(benchmark: Benchmark, docs, files: list[Path], where: str):
         column, test = benchmark.keep
         rows = [row for row, value in zip(rows, docs[column]) if test(value)]  # reads one column: no image decoding
         docs = docs.select(rows)
+    most_images[benchmark.name] = 1
     for column, feature in docs.features.items():
-        if not isinstance(feature, datasets.Image):  # base64 text (TSV) is decoded only when used
+        # one image, or a list of images per row; base64 text (TSV) is decoded only when used
+        if not isinstance(feature, datasets.Image) and not isinstance(getattr(feature, "feature", None), datasets.Image):
             continue
-        stored = docs.select_columns([column]).cast_column(column, datasets.Image(decode=False))
-        for index, value in enumerate(value for batch in stored.iter(batch_size=256) for value in batch[column]):
+        stored = docs.select_columns([column]).with_format("arrow")  # the stored {bytes, path} values, none decoded
+        values = (value for batch in stored.iter(batch_size=256) for value in batch[column].to_pylist())
+        for index, value in enumerate(values):
             try:
-                image_value(value, None)
+                count = len(image_values(value, None, column=column))
+                if column == benchmark.image_column:
+                    most_images[benchmark.name] = max(most_images[benchmark.name], count)
             except BadImage as err:
                 at = locate_row(files, rows[index]) or f"{where}, row {rows[index]}"
                 raise BenchmarkDataError(f"{benchmark.name}: {at}, column '{column}': {err} (every row is scored: "

@@ -5,6 +5,10 @@ its command is ``mssr train ${args_no_hyphens}``, so W&B's agent and ``mssr swee
 the same thing. ``--local`` expands ``grid`` (every combination) and ``random`` (``run_cap`` or
 ``--max-runs`` draws, seeded) here, without a W&B server; ``bayes`` needs the server's model and
 is refused locally.
+
+``metric.name`` must be one of ``SWEEP_METRICS`` (``runs/wandb_run.py``): names every run leaves in its W&B
+summary, which is what the sweep server ranks. Under ``wandb agent`` a run logs online to the agent's
+sweep, whatever ``logging.wandb`` defaults to (``runs/wandb_run.py``).
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ import random
 from pathlib import Path
 
 from mssr_cli.config.compose import ConfigError
+from mssr_cli.runs.wandb_run import SWEEP_METRICS
 
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform", "categorical")
+# summary.json-only metric names (valid for a W&B sweep) -> the metrics.jsonl metric a local sweep compares
+PER_STEP = {"best_val_accuracy": "val/accuracy", "final_val_accuracy": "val/accuracy", "wall_seconds": "time/elapsed"}
 
 
 def load_sweep(path: Path) -> dict:
@@ -41,6 +48,9 @@ def load_sweep(path: Path) -> dict:
     metric = spec.get("metric", {"name": "val/accuracy"})
     if not isinstance(metric, dict) or not isinstance(metric.get("name"), str):
         raise ConfigError(f"{path}: metric must be a mapping with a name (e.g. metric: {{name: val/accuracy, goal: maximize}})")
+    if metric["name"] not in SWEEP_METRICS:  # W&B would rank on a summary key no run has: every run ties
+        raise ConfigError(f"{path}: metric.name={metric['name']} is not a metric every mssr run leaves in its W&B "
+                          f"summary; valid names: {', '.join(SWEEP_METRICS)}")
     command = " ".join(map(str, spec.get("command", [])))
     if "mssr train" not in command or "${args_no_hyphens}" not in command:
         raise ConfigError(f"{path}: command must be 'mssr train ${{args_no_hyphens}}' (parameters are Hydra overrides)")
@@ -146,6 +156,7 @@ def run_local_sweep(path: Path, max_runs: int | None, out: Path | None, dry_run:
     spec = load_sweep(path)
     sets = expand(spec, max_runs)
     metric = spec.get("metric", {}).get("name", "val/accuracy")
+    metric = PER_STEP.get(metric, metric)  # compare reads metrics.jsonl; it reports final and best itself
     varying = [n for n in spec["parameters"] if len({_fmt(s[n]) for s in sets}) > 1]
     out = out or Path("runs") / f"sweep__{spec.get('name') or Path(path).stem}"
     runs = []

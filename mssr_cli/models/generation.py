@@ -8,17 +8,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 
-def chat_texts(processor, prompts: list, with_generation_prompt: bool = True) -> list[str]:
-    """Render conversational prompts (one image each) with the model's own chat template."""
+def chat_texts(processor, prompts: list, with_generation_prompt: bool = True,
+               image_counts: list[int] | None = None) -> list[str]:
+    """Render conversational prompts with the model's own chat template, as TRL renders them in training
+    (``prepare_multimodal_messages``: the row's image slots, then the text); ``image_counts``: images of
+    each prompt (None: one each)."""
     from trl.data_utils import prepare_multimodal_messages
 
+    counts = image_counts if image_counts is not None else [1] * len(prompts)
     return [
         processor.apply_chat_template(
-            prepare_multimodal_messages(prompt, images=[None]),
+            prepare_multimodal_messages(prompt, images=[None] * count),
             add_generation_prompt=with_generation_prompt,
             tokenize=False,
         )
-        for prompt in prompts
+        for prompt, count in zip(prompts, counts, strict=True)
     ]
 
 
@@ -36,6 +40,7 @@ def generate_answers(model, processor, dataset, batch_size: int = 64, max_new_to
     ``on_batch(n)`` is called after each batch (progress bars)."""
     import torch
 
+    from mssr_cli.data.columns import batch_images
     from mssr_cli.models.sampling import neutral_generation_config, sampling_config
 
     was_training = model.training
@@ -47,8 +52,9 @@ def generate_answers(model, processor, dataset, batch_size: int = 64, max_new_to
         with torch.inference_mode(), neutral_generation_config(model):
             config = sampling_config(max_new_tokens, temperature, top_p)
             for batch in batches(dataset, batch_size):
-                texts = chat_texts(processor, batch["prompt"])
-                inputs = processor(images=[[im] for im in batch["image"]], text=texts, padding=True, return_tensors="pt")
+                images = batch_images(batch)  # [rows][images of the row], every image in order
+                texts = chat_texts(processor, batch["prompt"], image_counts=[len(row) for row in images])
+                inputs = processor(images=images, text=texts, padding=True, return_tensors="pt")
                 inputs = inputs.to(model.device)
                 generated = model.generate(**inputs, generation_config=config)
                 new_tokens = generated[:, inputs["input_ids"].shape[1] :]

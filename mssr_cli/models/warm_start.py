@@ -30,14 +30,16 @@ def completion_batch(processor, batch: dict) -> dict:
     """
     import torch
 
+    from mssr_cli.data.columns import batch_images
     from mssr_cli.data.prompts import boxed
     from mssr_cli.models.generation import chat_texts
 
-    prompts = chat_texts(processor, batch["prompt"])
+    images = batch_images(batch)  # [rows][images of the row]
+    prompts = chat_texts(processor, batch["prompt"], image_counts=[len(row) for row in images])
     eos = processor.tokenizer.eos_token
     completions = [boxed(a) + eos for a in batch["answer"]]
     texts = [p + c for p, c in zip(prompts, completions, strict=True)]
-    full = processor(images=[[im] for im in batch["image"]], text=texts, padding=True, return_tensors="pt")
+    full = processor(images=images, text=texts, padding=True, return_tensors="pt")
     # The prompt ends with "assistant\n", a pre-token boundary, so the completion tokenises the same alone.
     completion_lengths = [len(ids) for ids in processor.tokenizer(completions, add_special_tokens=False)["input_ids"]]
     labels = torch.full_like(full["input_ids"], -100)

@@ -32,7 +32,9 @@ PACKAGES = ("mssr-cli", "torch", "torchvision", "transformers", "trl", "datasets
 
 # How a run runs here, never what it computes: the keys in which two runs of the same settings may differ.
 HOW_IT_RUNS = ("train.num_threads", "train.vllm_server_host", "train.vllm_server_port", "train.vllm_server_timeout",
-               "logging.wandb", "logging.progress")
+               "logging.wandb", "logging.progress",
+               # several machines: each runs the same run with its own rank, and a restart may get another rank 0
+               "launcher.machine_rank", "launcher.main_process_ip", "launcher.main_process_port")
 # Keys `mssr train --resume RUN_DIR` accepts as overrides: they change when the run stops, saves, validates or
 # logs, or how it runs here, never what it learns (the learning rate schedule is constant, so neither does
 # max_steps). Anything else would silently make the resumed steps a different run than the ones before.

@@ -15,6 +15,25 @@ from transformers import TrainerCallback
 from mssr_cli.training.metrics import EntropyRatio, rename_trl_logs
 
 
+def side_by_side(images):
+    """One picture of a sample's images for its W&B table cell: a list of several is pasted left to right in
+    order (top-aligned, each at its own size), so every image the prompt held is shown; one image as it is."""
+    if not isinstance(images, (list, tuple)):
+        return images
+    images = [image for image in images if image is not None]
+    if len(images) <= 1:
+        return images[0] if images else None
+    from PIL import Image
+
+    images = [image.convert("RGB") for image in images]
+    canvas = Image.new("RGB", (sum(i.width for i in images), max(i.height for i in images)), "white")
+    left = 0
+    for image in images:
+        canvas.paste(image, (left, 0))
+        left += image.width
+    return canvas
+
+
 class RunLogger:
     """Collects each RL step's metrics and writes one line to metrics.jsonl and to W&B."""
 
@@ -83,7 +102,7 @@ class RunLogger:
             columns = ["step", "id", "completion", "reward", "advantage", "entropy", "image"]
             table = wandb.Table(columns=columns)
             for row, sample in zip(rows, samples, strict=True):
-                image = sample.get("image")
+                image = side_by_side(sample.get("image"))
                 table.add_data(*(row[c] for c in columns[:-1]), wandb.Image(image) if image is not None else None)
             self.wandb_run.log({"samples": table}, step=step)
 

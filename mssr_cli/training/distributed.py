@@ -1,7 +1,8 @@
 """What several training processes change (``launcher=ddp|zero2|zero3``): who writes, and shared generation.
 
-- Rank 0 alone writes the run folder, metrics.jsonl, W&B and the console; every rank computes the
-  same values (the tracker sees the global batch), so nothing needs to be sent back to rank 0.
+- Global rank 0 (the first process of machine 0) alone writes the run folder, metrics.jsonl, W&B and the
+  console; every rank computes the same values (the tracker sees the global batch), so nothing needs to
+  be sent back to rank 0.
 - Generation outside TRL's loop (validation, the tracker warm start) is split: each process
   answers a contiguous shard and every process receives all completions in row order, so every
   rank derives the same metrics and the same tracker state, and none waits at a collective the
@@ -32,7 +33,8 @@ def process_rank() -> int:
 
 
 def world_size() -> int:
-    """How many training processes the launcher started (1 when training alone)."""
+    """How many training processes the launcher started, over ALL machines (1 when training alone): the count
+    every batch setting is divided by (``launcher.num_processes`` x ``launcher.num_machines``)."""
     return _first_int(_SIZE_VARS, 1)
 
 

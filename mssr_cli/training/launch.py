@@ -5,6 +5,10 @@ write into the same one), prints the exact ``accelerate launch`` command and run
 are ``python -m mssr_cli train <same overrides> --run-dir <that folder>``; they find ``MSSR_LAUNCHED``
 (or torchrun's ``LOCAL_RANK``, when the printed command is run by hand) in their environment and
 train instead of launching again.
+
+Several machines (``launcher.num_machines``): the same command runs on each, with accelerate's own
+``--num_machines --machine_rank --main_process_ip --main_process_port``; ``launcher.num_processes`` counts
+the processes of one machine. Every machine gets the same ``--run-dir`` (README: Several nodes).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 CHILD_ENV = "MSSR_LAUNCHED"  # set for the processes `accelerate launch` starts: they train, never relaunch
@@ -39,8 +44,73 @@ def _mixed_precision(bf16: str) -> str:
     return "bf16" if use_bf16(bf16) else "no"
 
 
-def plan(cfg, overrides: list[str], run_dir: Path, extra_args: list[str] | None = None) -> tuple[dict[str, str], list[str]]:
-    """(environment additions, argv) of the ``accelerate launch`` command for this config."""
+DEFAULT_PORT = 29500  # accelerate's (torchrun's) rendezvous port when none is given
+
+
+@dataclass(frozen=True)
+class Launch:
+    """The ``accelerate launch`` command of a run, for any of its machines: decided once, by the machine that plans
+    it, from the config. Pure (no torch): ``argv(machine_rank)`` is what that machine runs.
+
+    ``per_machine`` is ``launcher.num_processes`` resolved; accelerate's ``--num_processes`` is the TOTAL over all
+    machines, so it is passed ``world`` = per_machine x num_machines."""
+
+    accelerate: str  # the executable
+    config_file: str
+    per_machine: int
+    mixed_precision: str
+    overrides: tuple[str, ...]  # as typed; passed on to the processes
+    tail: tuple[str, ...]  # ("--run-dir", folder) or ("--resume", folder): the one folder every machine uses
+    env: tuple[tuple[str, str], ...] = ((CHILD_ENV, "1"),)
+    num_machines: int = 1
+    main_process_ip: str | None = None
+    main_process_port: int | None = None
+
+    @property
+    def world(self) -> int:
+        """Training processes over all machines (the WORLD_SIZE every process sees)."""
+        return self.per_machine * self.num_machines
+
+    @property
+    def resuming(self) -> bool:
+        return self.tail[:1] == ("--resume",)
+
+    def argv(self, machine_rank: int | str = 0, main_process_ip: str | None = None) -> list[str]:
+        """The command machine ``machine_rank`` runs (``main_process_ip`` replaces the configured address: the
+        SLURM script passes a shell variable for both)."""
+        from mssr_cli.training.multinode import node_overrides
+
+        argv = [self.accelerate, "launch", "--config_file", self.config_file, "--num_processes", str(self.world),
+                "--mixed_precision", self.mixed_precision]
+        overrides = list(self.overrides)
+        if self.num_machines > 1:
+            ip = main_process_ip or self.main_process_ip
+            port = DEFAULT_PORT if self.main_process_port is None else self.main_process_port
+            argv += ["--num_machines", str(self.num_machines), "--machine_rank", str(machine_rank),
+                     "--main_process_ip", str(ip), "--main_process_port", str(port)]
+            if not self.resuming:  # --resume takes the saved config: launcher keys there are refused
+                overrides = node_overrides(overrides, machine_rank, ip)
+        elif self.main_process_port is not None:
+            argv += ["--main_process_port", str(self.main_process_port)]
+        return [*argv, "-m", "mssr_cli", "train", *overrides, *self.tail]
+
+    def command(self, machine_rank: int | str = 0) -> str:
+        """``argv(machine_rank)`` with its environment, as one shell line ready to copy."""
+        return shlex.join([f"{k}={v}" for k, v in self.env] + self.argv(machine_rank))
+
+
+def run_folder(cfg, run_dir: Path | None) -> Path:
+    """The one folder every process (on every machine) writes into: ``--run-dir``, else ``runs/<name>``."""
+    from mssr_cli.runs.folder import run_name
+    from mssr_cli.runs.wandb_run import folder_name
+
+    folder = Path(run_dir) if run_dir else Path(cfg.logging.runs_root) / folder_name(run_name(cfg))  # under a sweep agent: its run id too
+    # several machines: an absolute path, so the printed commands do not depend on each machine's working folder
+    return folder.absolute() if cfg.launcher.num_machines > 1 else folder
+
+
+def plan(cfg, overrides: list[str], run_dir: Path, extra_args: list[str] | None = None) -> Launch:
+    """The ``accelerate launch`` command of this config (any machine's: ``Launch.argv(machine_rank)``)."""
     import torch
 
     from mssr_cli.config.paths import accelerate_config_path
@@ -54,28 +124,37 @@ def plan(cfg, overrides: list[str], run_dir: Path, extra_args: list[str] | None 
     env = {CHILD_ENV: "1"}
     if not gpus:
         env["ACCELERATE_USE_CPU"] = "true"  # CPU processes (tests, laptops): gloo instead of NCCL
-    argv = [_accelerate_executable(), "launch", "--config_file", str(accelerate_config_path(launcher.accelerate_config)),
-            "--num_processes", str(num_processes), "--mixed_precision", _mixed_precision(cfg.train.bf16)]
-    if launcher.main_process_port is not None:
-        argv += ["--main_process_port", str(launcher.main_process_port)]
-    argv += ["-m", "mssr_cli", "train", *overrides, *(extra_args or ["--run-dir", str(run_dir)])]
-    return env, argv
+    return Launch(
+        accelerate=_accelerate_executable(),
+        config_file=str(accelerate_config_path(launcher.accelerate_config)),
+        per_machine=int(num_processes),
+        mixed_precision=_mixed_precision(cfg.train.bf16),
+        overrides=tuple(overrides),
+        tail=tuple(extra_args or ["--run-dir", str(run_dir)]),
+        env=tuple(env.items()),
+        num_machines=int(launcher.num_machines),
+        main_process_ip=launcher.main_process_ip,
+        main_process_port=launcher.main_process_port,
+    )
 
 
 def relaunch(cfg, overrides: list[str], run_dir: Path | None, dry_run: bool, console, extra_args: list[str] | None = None) -> int:
-    """Print the ``accelerate launch`` command and (unless ``dry_run``) run it; returns its exit status.
+    """Print this machine's ``accelerate launch`` command and (unless ``dry_run``) run it; returns its exit status.
+    A dry run on several machines prints every machine's command and a SLURM batch script instead.
 
     ``extra_args`` replaces ``--run-dir <folder>`` when the parent was given another way to name the
     folder (e.g. ``--resume <folder>``)."""
-    from mssr_cli.runs.folder import run_name
+    launch = plan(cfg, overrides, run_folder(cfg, run_dir), extra_args)  # the folder is decided once, for every rank
+    if dry_run and launch.num_machines > 1:
+        from mssr_cli.training.multinode import describe_launch
 
-    folder = Path(run_dir) if run_dir else Path(cfg.logging.runs_root) / run_name(cfg)  # decided once, for every rank
-    env, argv = plan(cfg, overrides, folder, extra_args)
-    command = shlex.join([f"{k}={v}" for k, v in env.items()] + argv)
-    console.print(command, markup=False, highlight=False, soft_wrap=True)
+        console.print("\n".join(describe_launch(launch, cwd=Path.cwd())), markup=False, highlight=False, soft_wrap=True)
+        return 0
+    rank = cfg.launcher.machine_rank
+    console.print(launch.command(rank), markup=False, highlight=False, soft_wrap=True)
     if dry_run:
         return 0
-    return subprocess.run(argv, env={**os.environ, **env}, check=False).returncode
+    return subprocess.run(launch.argv(rank), env={**os.environ, **dict(launch.env)}, check=False).returncode
 
 
 def launch_if_asked(cfg, overrides: list[str], run_dir: Path | None, resume: Path | None, dry_run: bool, console) -> None:
@@ -92,6 +171,9 @@ def launch_if_asked(cfg, overrides: list[str], run_dir: Path | None, resume: Pat
         return
     if cfg.launcher.name == "none":
         return
+    if cfg.launcher.num_machines > 1 and run_dir is None:  # each machine would name its own folder after its own clock
+        fail(f"launcher.num_machines={cfg.launcher.num_machines}: give --run-dir, the same folder on every machine "
+             "(a shared filesystem; `mssr train ... --dry-run` prints every machine's command with one)")
     try:
         code = relaunch(cfg, overrides, run_dir, dry_run, console, ["--resume", str(resume)] if resume else None)
     except LaunchError as err:

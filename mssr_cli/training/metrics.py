@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 # TRL / transformers log key -> mssr metric name
 TRL_TO_MSSR = {
     "reward": "train/reward",
     "reward_std": "train/reward_std",
     "rewards/accuracy/mean": "train/accuracy",
-    "rewards/format/mean": "train/format_rate",
     "completions/mean_length": "train/response_length",
     "completions/clipped_ratio": "train/truncated_frac",
     "loss": "train/loss",
@@ -19,6 +20,8 @@ TRL_TO_MSSR = {
     "clip_ratio/high_mean": "collapse/clip_frac_high",
     "grad_norm": "collapse/grad_norm",
 }
+
+REWARD_MEAN = re.compile(r"rewards/(.+)/mean")  # TRL: rewards/<function name>/mean
 
 # Metrics the seam logs under their mssr names already (TRL passes them through its log).
 MSSR_NAMESPACES = ("collapse/", "tracker/", "grpo/", "train/")
@@ -34,6 +37,9 @@ def rename_trl_logs(logs: dict) -> dict[str, float]:
         if isinstance(value, (int, float)):
             out[name] = float(value)
     for key, value in logs.items():
+        name = REWARD_MEAN.fullmatch(key)  # each reward function's batch mean
+        if name and isinstance(value, (int, float)):
+            out[f"train/reward/{name.group(1)}"] = float(value)
         if key.startswith(MSSR_NAMESPACES) and isinstance(value, (int, float)):
             out[key] = float(value)
     return out

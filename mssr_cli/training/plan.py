@@ -23,11 +23,12 @@ ASSUMED_GPUS = 8  # launcher.num_processes=null means every GPU at launch time; 
 
 
 def launcher_of(cfg) -> tuple[str, int]:
-    """(launcher name, processes); ``none`` is one process, a null count is planned as a full node."""
+    """(launcher name, processes over ALL machines: the world size); ``none`` is one process, a null count is
+    planned as a full node. ``launcher.num_processes`` counts one machine's processes."""
     name = str(cfg.launcher.name)
     if name == "none":
         return name, 1
-    return name, int(cfg.launcher.num_processes or ASSUMED_GPUS)
+    return name, int(cfg.launcher.num_processes or ASSUMED_GPUS) * int(cfg.launcher.num_machines)
 
 
 def print_dry_run(cfg, overrides: list[str], run_dir, resume, console) -> None:
@@ -83,6 +84,7 @@ def describe_plan(cfg) -> list[str]:
         f"{algo.rollouts_per_prompt} rollout(s) per prompt",
         f"  optimizer updates per step: {layout['updates_per_step']} (mini-batch of {minibatch} rollouts)",
         f"  processes: {processes} ({launcher}"
+        + (f", {cfg.launcher.num_machines} machines x {processes // cfg.launcher.num_machines}" if cfg.launcher.num_machines > 1 else "")
         + (", launcher.num_processes=null: every GPU at launch, planned as 8" if launcher != "none" and not cfg.launcher.num_processes else "")
         + f"); per device: micro-batch {micro} rollouts, "
         f"gradient accumulation {accumulation}",

@@ -11,7 +11,8 @@ than the rest, and a prompt cut to fit would lose image tokens and break the mod
 
 Here the same count is computed without running the image processor on every row (a real
 dataset has ~10K rows with large images): each image's size is read from its file header, and
-the processor's own size API says how many image tokens that size becomes.
+the processor's own size API says how many image tokens that size becomes. A row with several
+images counts every one of them.
 """
 
 from __future__ import annotations
@@ -50,18 +51,19 @@ def _stored_image_size(value) -> tuple[int, int]:
     return (width, height) if orientation in _SWAPS_SIDES else (height, width)
 
 
-def _image_sizes(dataset, batch_size: int = 256) -> list[tuple[int, int]]:
-    import datasets
+def _image_sizes(dataset, batch_size: int = 256) -> list[list[tuple[int, int]]]:
+    """(height, width) of every image of each row, in order: the ``images`` lists, or one ``image`` per row."""
+    from mssr_cli.data.columns import IMAGES, image_column
 
-    images = dataset.select_columns(["image"])
-    if isinstance(images.features["image"], datasets.Image):
-        images = images.cast_column("image", datasets.Image(decode=False))
-    sizes: list[tuple[int, int]] = []
+    column = image_column(dataset.column_names)
+    images = dataset.select_columns([column]).with_format("arrow")  # stored {bytes, path} values, none decoded
+    sizes: list[list[tuple[int, int]]] = []
     for batch in images.iter(batch_size=batch_size):  # in batches: never every image's bytes at once
-        for value in batch["image"]:
-            if value is None:
+        for value in batch[column].to_pylist():
+            row = value if column == IMAGES else [value]
+            if not row or any(item is None for item in row):
                 raise DataSourceError(f"row {len(sizes)} has no image: every prompt needs one")
-            sizes.append(_stored_image_size(value))
+            sizes.append([_stored_image_size(item) for item in row])
     return sizes
 
 
@@ -78,45 +80,49 @@ def _image_token_counts(processor, sizes: list[tuple[int, int]]) -> list[int]:
     return [by_size[s] for s in sizes]
 
 
-def _exact_count(processor, image, text: str) -> int:
-    """The reference's count for one row: the full processor on the image and the rendered text."""
-    return len(processor(images=[image], text=[text], add_special_tokens=False)["input_ids"][0])
+def _exact_count(processor, images: list, text: str) -> int:
+    """The reference's count for one row: the full processor on the row's images and the rendered text."""
+    return len(processor(images=[images], text=[text], add_special_tokens=False)["input_ids"][0])
 
 
 def prompt_token_counts(dataset, processor) -> list[int]:
     """Tokens of each row's prompt as the model sees it, image tokens included.
 
-    ``dataset`` has the common columns (``prompt``: chat messages; ``image``: a datasets Image).
-    The prompt is rendered as training renders it (``chat_texts``: TRL's
-    ``prepare_multimodal_messages`` with one image, the chat template with
-    ``add_generation_prompt=True``) and tokenised without special tokens, as the reference does;
-    the one image placeholder in the text then becomes as many tokens as the processor makes for
-    that image's size. Equal to ``len(processor(images=[image], text=[rendered],
-    add_special_tokens=False)["input_ids"][0])`` without decoding or resizing any image; the
-    first row is checked against that exact count, so a processor that expands images
+    ``dataset`` has the common columns (``prompt``: chat messages; ``images``: a list of datasets
+    Images per row, or ``image``: one). The prompt is rendered as training renders it
+    (``chat_texts``: TRL's ``prepare_multimodal_messages`` with the row's images, the chat
+    template with ``add_generation_prompt=True``) and tokenised without special tokens, as the
+    reference does; each image placeholder in the text then becomes as many tokens as the
+    processor makes for that image's size. Equal to ``len(processor(images=[row_images],
+    text=[rendered], add_special_tokens=False)["input_ids"][0])`` without decoding or resizing any
+    image; the first row is checked against that exact count, so a processor that expands images
     differently fails here instead of filtering wrongly.
     """
+    from mssr_cli.data.columns import row_images
     from mssr_cli.models.generation import chat_texts
 
     if len(dataset) == 0:
         return []
-    texts = chat_texts(processor, list(dataset["prompt"]))
+    sizes = _image_sizes(dataset)  # [rows][images of the row]
+    texts = chat_texts(processor, list(dataset["prompt"]), image_counts=[len(row) for row in sizes])
     ids = processor.tokenizer(texts, add_special_tokens=False)["input_ids"]
     image_token_id = getattr(processor, "image_token_id", None)
     if image_token_id is None:
         image_token_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
-    image_tokens = _image_token_counts(processor, _image_sizes(dataset))
+    flat_tokens = iter(_image_token_counts(processor, [size for row in sizes for size in row]))
     counts = []
-    for row, (row_ids, n_image) in enumerate(zip(ids, image_tokens, strict=True)):
+    for row, (row_ids, row_sizes) in enumerate(zip(ids, sizes, strict=True)):
+        n_image = sum(next(flat_tokens) for _ in row_sizes)  # every image of the row
         placeholders = row_ids.count(image_token_id)
-        if placeholders != 1:
-            raise DataSourceError(f"row {row}: the rendered prompt holds {placeholders} image placeholders, expected 1 (one image per prompt)")
+        if placeholders != len(row_sizes):
+            raise DataSourceError(f"row {row}: the rendered prompt holds {placeholders} image placeholders, "
+                                  f"expected {len(row_sizes)} (one per image)")
         counts.append(len(row_ids) - placeholders + n_image)
-    first = dataset[0]["image"]
-    if isinstance(first, dict):  # an undecoded Image column
+    first = row_images(dataset[0])
+    if any(isinstance(image, dict) for image in first):  # an undecoded Image column
         import datasets
 
-        first = datasets.Image().decode_example(first)
+        first = [datasets.Image().decode_example(image) if isinstance(image, dict) else image for image in first]
     exact = _exact_count(processor, first, texts[0])
     if exact != counts[0]:
         raise DataSourceError(

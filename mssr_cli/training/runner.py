@@ -23,8 +23,12 @@ def _progress(enabled: bool):
     )
 
 
-def _init_wandb(cfg, run_folder):
-    if cfg.logging.wandb == "disabled":
+def _init_wandb(cfg, run_folder, overrides=None, wandb_plan=None):
+    """The run's W&B run (None: disabled). Under `wandb agent`, the agent's run (runs/wandb_run.py)."""
+    from mssr_cli.runs import wandb_run
+
+    wandb_plan = wandb_plan or _wandb_plan(cfg, run_folder, overrides)
+    if not wandb_plan.enabled:
         return None
     import os
 
@@ -32,20 +36,26 @@ def _init_wandb(cfg, run_folder):
     from omegaconf import OmegaConf
 
     from mssr_cli.secrets import redact_data
-    from mssr_cli.runs.folder import wandb_id
 
     os.environ.setdefault("WANDB_SILENT", "true")
-    return wandb.init(
-        project=cfg.logging.project,
-        entity=cfg.logging.entity,
+    run = wandb.init(
+        **wandb_plan.init,  # mode, and outside an agent id (fixed by the folder: --resume continues it) and project
         name=run_folder.name,
-        id=wandb_id(run_folder.name),  # fixed by the folder: a resumed run continues the same W&B run
-        resume="allow",
         dir=str(run_folder.path),
-        mode=cfg.logging.wandb,
         config=redact_data(OmegaConf.to_container(cfg, resolve=True)),  # W&B shows it to everyone on the project
         settings=wandb.Settings(console="off", x_disable_stats=True),
     )
+    if run_folder.writes:
+        wandb_run.write_record(run_folder.path, run, wandb_plan.sweep_id)
+    return run
+
+
+def _wandb_plan(cfg, run_folder, overrides):
+    from mssr_cli.runs import wandb_run
+    from mssr_cli.runs.folder import wandb_id
+
+    return wandb_run.plan(cfg.logging.wandb, overrides, cfg.logging.project, cfg.logging.entity, run_folder.path,
+                          wandb_id(run_folder.name))
 
 
 def _warm_start_tracker(cfg, trainer, processor, train_set, progress, console) -> None:
@@ -84,7 +94,10 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    folder = RunFolder(Path(run_dir) if run_dir else Path(cfg.logging.runs_root) / run_name(cfg), writes=main)
+    from mssr_cli.runs.wandb_run import folder_name
+
+    # under `wandb agent` the default folder carries the agent's run id (runs/wandb_run.py)
+    folder = RunFolder(Path(run_dir) if run_dir else Path(cfg.logging.runs_root) / folder_name(run_name(cfg)), writes=main)
 
     def warn(message: str) -> None:
         console.print(f"warning: {message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
@@ -112,7 +125,7 @@ def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, start
     from mssr_cli.training.callbacks import (InterruptCallback, MetricsCallback, OnTrainBegin, ProgressCallback, RunLogger,
                                              ValidationCallback)
     from mssr_cli.training.distributed import broadcast_from_main
-    from mssr_cli.training.reward_funcs import REWARD_FUNCS
+    from mssr_cli.rewards.functions import check_columns, from_config, trl_callable
     from mssr_cli.runs.folder import RunFolderError, summarize
     from mssr_cli.training.trainer import CheckpointWriteError, RLTrainer
     from mssr_cli.training.trl_args import grpo_args
@@ -121,17 +134,24 @@ def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, start
     # the folder holds this run (or none), the newest checkpoint that verifies, the start written
     resume = folder.prepare(cfg, overrides, warn, layout["updates_per_step"]) if main else None
     console.print(f"Run folder: [bold]{folder.path}[/bold]  ({threads} CPU threads)")
+    wandb_plan = _wandb_plan(cfg, folder, overrides) if main else None
+    if wandb_plan is not None and wandb_plan.note:
+        console.print(wandb_plan.note, markup=False, highlight=False, soft_wrap=True)
+    if wandb_plan is not None and wandb_plan.warning:
+        warn(wandb_plan.warning)
 
     with _progress(cfg.logging.progress and main) as progress:
         # data first: a bad row or path should fail in seconds, not after a 7B model has loaded
         train_set = load_split(cfg.data, "train")
         val_set = load_split(cfg.data, "validation")
+        reward_functions, _ = from_config(cfg.reward)
+        check_columns(reward_functions, train_set.column_names)  # an argument no column provides: now, not at step 1
         model, processor = load_policy(cfg.model, cfg.data, progress=progress, console=console)
         from mssr_cli.training.prompt_length import drop_long_prompts
         train_set = drop_long_prompts(train_set, processor, cfg.data.max_prompt_tokens, "training", console)
         val_set = drop_long_prompts(val_set, processor, cfg.data.max_prompt_tokens, "validation", console)
         args = grpo_args(cfg, str(folder.checkpoints))
-        wandb_run = _init_wandb(cfg, folder) if main else None
+        wandb_run = _init_wandb(cfg, folder, overrides, wandb_plan) if main else None
         detector = CollapseDetector(CollapseRules(**OmegaConf.to_container(cfg.collapse)))
         logger = RunLogger(folder, layout["updates_per_step"], cfg.train.rollouts_per_step, wandb_run,
                            detector=detector, console=console, stop_on_collapse=cfg.train.stop_on_collapse)
@@ -145,7 +165,7 @@ def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, start
         ]
         trainer = RLTrainer(
             model=model,
-            reward_funcs=REWARD_FUNCS,
+            reward_funcs=[trl_callable(f) for f in reward_functions],
             args=args,
             train_dataset=train_set,
             processing_class=processor,
@@ -196,7 +216,9 @@ def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, start
     )
     folder.write_summary(summary)
     if wandb_run is not None:
-        wandb_run.summary.update({k: v for k, v in summary.items() if v is not None})
+        from mssr_cli.runs.wandb_run import final_summary
+
+        wandb_run.summary.update(final_summary(summary))  # val/accuracy included: what a sweep ranks on
         wandb_run.finish()
     _print_summary(console, folder, summary)
     return summary

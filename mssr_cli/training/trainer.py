@@ -43,6 +43,8 @@ from trl.trainer.utils import RepeatSampler
 
 from mssr_cli.algos.kl import rollout_kl
 from mssr_cli.algos.shaping import entropy_shaping_term, sampled_token_entropy, shaping_cap_fraction
+from mssr_cli.data.columns import row_images
+from mssr_cli.rewards.functions import has_boxed
 from mssr_cli.runs import checkpoints
 from mssr_cli.runs.checkpoints import STATE_FILE
 from mssr_cli.training.estimators import build_estimator
@@ -136,6 +138,9 @@ class RLTrainer(GRPOTrainer):
         # gather_object keeps process order, as TRL's gather of the rewards does: ids[i] is row i
         self._batch_ids = gather_object([row["id"] for row in inputs])
         self._batch_rewards_per_func = rewards_per_func
+        if self.model.training:  # train/format_rate: a boxed answer at all, whatever the reward functions are
+            boxed = torch.tensor(has_boxed(completions), dtype=torch.float32, device=self.accelerator.device)  # [B]
+            self._metrics["train"]["train/format_rate"] = [self.accelerator.gather(boxed).mean().item()]
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
@@ -181,7 +186,7 @@ class RLTrainer(GRPOTrainer):
                 "reward": float(rewards[i]),
                 "advantage": float(advantages[i]),
                 "entropy": None,
-                "image": inputs[i].get("image"),  # for the W&B table; not written to samples.jsonl
+                "image": row_images(inputs[i]),  # every image, for the W&B table; not written to samples.jsonl
             }
 
     def pop_samples(self) -> list[dict]:
@@ -316,8 +321,9 @@ class RLTrainer(GRPOTrainer):
         return adv
 
     def _blank_pixel_values(self, like: torch.Tensor) -> torch.Tensor:
-        """pixel_values of a blank (black) image with the same patch grid: every patch of a constant
-        image is the same row, so one row from the model's own image processor, repeated."""
+        """pixel_values of blank (black) images with the same patch grids, for every image of every row (several
+        per prompt too): every patch of a constant image is the same row, so one row from the model's own image
+        processor, repeated."""
         if self._blank_row is None:
             from PIL import Image
 

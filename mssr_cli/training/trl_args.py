@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from mssr_cli.config.compose import steps_layout
-from mssr_cli.training.reward_funcs import REWARD_WEIGHTS
 
 # mssr loss aggregation -> TRL loss_type with that aggregation
 # (formulas: README "Loss aggregation"; the parity test in tests/test_loss_parity.py checks them)
@@ -21,6 +20,13 @@ def use_bf16(flag: str) -> bool:
     if str(flag).lower() == "auto":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return str(flag).lower() == "true"
+
+
+def reward_weights(reward_cfg) -> list[float]:
+    """One weight per ``reward.functions`` entry (null weights: 1.0 each, as TRL)."""
+    from mssr_cli.rewards.functions import from_config
+
+    return from_config(reward_cfg)[1]
 
 
 def grpo_args(cfg, output_dir: str):
@@ -91,7 +97,7 @@ def grpo_args(cfg, output_dir: str):
         vllm_server_host=train.vllm_server_host,
         vllm_server_port=train.vllm_server_port,
         vllm_server_timeout=train.vllm_server_timeout,
-        reward_weights=REWARD_WEIGHTS,  # accuracy pays; format (weight 0) is only logged
+        reward_weights=reward_weights(cfg.reward),  # the step's reward: the weighted sum over reward.functions
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         log_completions=False,
