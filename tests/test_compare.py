@@ -330,8 +330,17 @@ def test_compare_files_are_written_whole(tmp_path, monkeypatch):
     assert {n: after[n] for n in before if n.endswith(".png")} == {n: b for n, b in before.items() if n.endswith(".png")}
 
 
-def test_cost_to_target_in_tokens_and_seconds(tmp_path):
+def test_cost_to_target_in_tokens_and_seconds(tmp_path, monkeypatch):
     """Equal cost: the same target reached at the same step can cost very different tokens and time."""
+    from mssr_cli.reporting import stats
+
+    drawn, band = [], stats.band
+
+    def spy(curves, interpolate=False):
+        drawn.append((len(curves), interpolate))
+        return band(curves, interpolate)
+
+    monkeypatch.setattr(stats, "band", spy)
     root = tmp_path / "ablation"
     for seed in (0, 1):  # target 0.6 reached at step 3 by both seeds
         write_run(root / f"grpo__s{seed}", algo="grpo", seed=seed, rollouts_per_step=16,
@@ -354,3 +363,5 @@ def test_cost_to_target_in_tokens_and_seconds(tmp_path):
     assert "tokens to target (vs ref)" in markdown and "| 200 (0.04x) |" in markdown
     names = {p.name for p in result.plots}
     assert {"val_accuracy_vs_tokens.png", "val_accuracy_vs_seconds.png"} <= names
+    # the two GRPO seeds, drawn against steps, rollouts, tokens and seconds: the last two interpolated
+    assert [i for n, i in drawn if n == 2][:4] == [False, False, True, True]

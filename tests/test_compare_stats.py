@@ -246,3 +246,19 @@ def test_compare_is_reproducible(seed_study, tmp_path):
     first = run_compare([seed_study], out=tmp_path / "a", console=quiet())
     second = run_compare([seed_study], out=tmp_path / "b", console=quiet())
     assert first.csv.read_text() == second.csv.read_text()
+
+
+def test_band_interpolates_seeds_onto_one_grid_for_continuous_costs():
+    """Tokens and seconds differ between seeds at every step: averaging only equal x would zigzag
+    between seeds (each x holding one seed); each seed is read on the union grid, inside its range."""
+    from mssr_cli.reporting.stats import band
+
+    a = [(0.0, 0.0), (10.0, 1.0), (20.0, 2.0)]
+    b = [(0.0, 0.0), (15.0, 3.0), (30.0, 6.0)]
+    exact = band([a, b])
+    assert exact.seeds == [2, 1, 1, 1, 1]  # only x = 0 is shared
+    smooth = band([a, b], interpolate=True)
+    assert smooth.x == [0.0, 10.0, 15.0, 20.0, 30.0]
+    assert smooth.mean == pytest.approx([0.0, 1.5, 2.25, 3.0, 6.0])  # at 10: a 1, b 2; at 20: a 2, b 4
+    assert (smooth.low[1], smooth.high[1]) == pytest.approx((1.0, 2.0))
+    assert smooth.seeds == [2, 2, 2, 2, 1]  # a ends at 20: no extrapolation beyond its last point

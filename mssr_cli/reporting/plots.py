@@ -26,6 +26,10 @@ XLABELS = {"step": "RL step", "rollouts": "rollouts", "tokens": "completion toke
            "seconds": "wall seconds of training"}
 
 
+# Cost axes on which seeds never log the same x: their curves are interpolated onto one grid before the mean
+CONTINUOUS_X = ("tokens", "seconds")
+
+
 def plan(metric: str) -> list[tuple[str, str]]:
     """The (metric, x) pairs to draw; x is one of ``stats.X_AXES``: the metric against every kind of cost."""
     pairs = [*((metric, x) for x in stats.X_AXES), (ENTROPY, "step"), (ADV_ABS_MEAN, "step")]
@@ -41,7 +45,7 @@ def write_plots(cmp: Comparison, out: Path, warnings: list[str]) -> list[Path]:
             curves = [stats.metric_series(r.metrics, key, x=x, rollouts_per_step=r.rollouts_per_step) for r in runs]
             curves = [c for c in curves if c]
             if curves:
-                bands[variant] = stats.band(curves)
+                bands[variant] = stats.band(curves, interpolate=x in CONTINUOUS_X)
         if not bands:
             warnings.append(f"no run logged {key} against {x}s: plot skipped")
             continue

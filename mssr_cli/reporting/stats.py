@@ -132,12 +132,24 @@ class Band:
     seeds: list[int]  # how many seeds logged each x
 
 
-def band(curves: list[list[tuple[float, float]]]) -> Band:
-    """Mean and min-max over seeds, aligned on x (seeds may log different steps, or stop early)."""
+def band(curves: list[list[tuple[float, float]]], interpolate: bool = False) -> Band:
+    """Mean and min-max over seeds, aligned on x (seeds may log different steps, or stop early).
+
+    ``interpolate``: for a continuous cost axis (tokens, seconds) no two seeds share an x, so each
+    seed's curve is read at every x any seed logged, linearly between its own points, and counts
+    only inside its own x range (no extrapolation). Without it, a seed counts only at the x it logged."""
     at: dict[float, list[float]] = {}
-    for curve in curves:
-        for x, value in curve:
-            at.setdefault(x, []).append(value)
+    if interpolate:
+        grid = sorted({x for curve in curves for x, _ in curve})
+        for curve in curves:
+            xs_c, ys_c = zip(*sorted(curve), strict=True)
+            inside = [x for x in grid if xs_c[0] <= x <= xs_c[-1]]
+            for x, value in zip(inside, np.interp(inside, xs_c, ys_c).tolist(), strict=True):
+                at.setdefault(x, []).append(value)
+    else:
+        for curve in curves:
+            for x, value in curve:
+                at.setdefault(x, []).append(value)
     xs = sorted(at)
     return Band(
         x=xs,
