@@ -151,7 +151,8 @@ def test_a_metric_mssr_never_logs_is_refused_naming_the_valid_ones(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_sweep(path)
     assert "metric.name=val_accuracy" in str(err.value) and ", ".join(SWEEP_METRICS) in str(err.value)
-    from test_cli_errors import _mssr, _one_line_error
+    from cli_helpers import one_line_error as _one_line_error
+    from test_cli_errors import _mssr
 
     out, _ = _mssr("sweep", str(path), "--local", "--dry-run")
     _one_line_error(out, "metric.name=val_accuracy", "val/accuracy, val/format_rate")
