@@ -26,18 +26,13 @@ class BadImage(ValueError):
         self.kind = kind
 
 
-def is_image_list(value) -> bool:
-    """True for a multi-image cell (a list of images), False for one image."""
-    return isinstance(value, (list, tuple))
-
-
 def image_values(value, image_root: Path | None, check: bool = True, column: str = "images") -> list[dict]:
     """Every image of a cell, in order, each as ``{"bytes": ..., "path": ...}``: one image gives a list of one.
 
     Each image is checked as ``image_value`` checks one; a bad one raises ``BadImage`` whose message names
     it by its place in the list (``column[i]``, 0-based). An empty list (or a missing cell) has no image.
     """
-    if not is_image_list(value):
+    if not isinstance(value, (list, tuple)):  # one image
         return [image_value(value, image_root, check)]
     if not value:
         raise BadImage("no image", " (an empty list)")

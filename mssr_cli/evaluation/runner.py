@@ -376,6 +376,7 @@ def log_to_run_wandb(run_dir: Path, summary: dict, console) -> None:
     try:
         from omegaconf import OmegaConf
 
+        from mssr_cli.runs.folder import wandb_id
         from mssr_cli.runs.wandb_run import read_record
 
         logging_cfg = OmegaConf.load(run_dir / "config.yaml").get("logging", {})
@@ -390,7 +391,7 @@ def log_to_run_wandb(run_dir: Path, summary: dict, console) -> None:
         run = wandb.init(
             project=record.get("project") or logging_cfg.get("project"),
             entity=record.get("entity") or logging_cfg.get("entity"),
-            id=record.get("id") or run_dir.name.replace("__", "-")[-64:],  # the id mssr train gave the run
+            id=record.get("id") or wandb_id(run_dir.name),  # the id mssr train gave the run
             resume="allow",
             dir=str(run_dir),
             mode=mode,

@@ -25,10 +25,6 @@ class FinishedRun:
     path: Path
     finished: float  # seconds since the epoch: when summary.json was written
 
-    @property
-    def model(self) -> Path:
-        return self.path / "model"
-
 
 def finished_run(folder: Path) -> FinishedRun | None:
     """``folder`` as a FinishedRun, or None when it is no finished run (see the module's docstring)."""

@@ -23,10 +23,11 @@ def use_bf16(flag: str) -> bool:
 
 
 def reward_weights(reward_cfg) -> list[float]:
-    """One weight per ``reward.functions`` entry (null weights: 1.0 each, as TRL)."""
-    from mssr_cli.rewards.functions import from_config
-
-    return from_config(reward_cfg)[1]
+    """One weight per ``reward.functions`` entry (null weights: 1.0 each, as TRL); the config check has already
+    matched their counts (``compose._validate_rewards``), so nothing is imported again here."""
+    if reward_cfg.weights is None:
+        return [1.0] * len(reward_cfg.functions)
+    return [float(w) for w in reward_cfg.weights]
 
 
 def grpo_args(cfg, output_dir: str):
