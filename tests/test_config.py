@@ -169,7 +169,7 @@ def test_help_lists_groups_and_keys_without_torch(argv):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().endswith("LIGHT")
-    for word in ["algo: grpo", "model:", "qwen25vl-7b", "tiny", "data: digits", "train.max_steps", "seed", "train.eval_every"]:
+    for word in ["algo: grpo", "model:", "qwen25vl-7b", "tiny", "data: digit_sum, digits", "train.max_steps", "seed", "train.eval_every"]:
         assert word in out.stdout, word
 
 

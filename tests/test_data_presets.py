@@ -283,7 +283,7 @@ def test_registry_names_every_data_option():
     assert set(LOADERS) == set(group_options("data"))
     cfg = data_cfg()
     cfg.name = "nope"
-    with pytest.raises(ValueError, match="data.name='nope': no loader; valid choices: digits, geometry3k, local, vision_r1"):
+    with pytest.raises(ValueError, match="data.name='nope': no loader; valid choices: digit_sum, digits, geometry3k, local, vision_r1"):
         load_split(cfg, "train")
 
 

@@ -161,8 +161,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     name: str = key("digits", "dataset (the data/ config option)", choices=lambda: group_options("data"))
-    image_size: int = key(56, "digits: side of the upscaled RGB image in px", ge=1)
-    num_val: int = key(300, "validation rows held out (the rest train): digits, and local files without val_path", ge=1)
+    image_size: int = key(56, "digits: side of the upscaled RGB image in px (digit_sum: of each digit's slot)", ge=1)
+    num_val: int = key(300, "validation rows held out (the rest train): digits, and local files without val_path (digit_sum: validation digit images)", ge=1)
     train_limit: int | None = key(None, "use only the first N training rows (null: all)", ge=1)
     val_limit: int | None = key(None, "validate on only the first N validation rows (null: all)", ge=1)
     hub_id: str | None = key(None, "Hugging Face dataset id read with datasets.load_dataset (null: local files in data.path)")

@@ -31,6 +31,16 @@ def think_boxed_prompt(question: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"{question.strip()} {THINK_BOXED_INSTRUCTION}"}]
 
 
+# The built-in reasoning task's prompt (digit_sum): the same think-then-box structure in one short
+# sentence, since every prompt token costs the tiny model's CPU runs time.
+THINK_INSTRUCTION = "Think in <think></think>, then put the final answer in \\boxed{}."
+
+
+def think_prompt(question: str) -> list[dict[str, str]]:
+    """The short think-then-box prompt of the built-in reasoning task (image added by the trainer)."""
+    return [{"role": "user", "content": f"{question} {THINK_INSTRUCTION}"}]
+
+
 def boxed(answer: str) -> str:
     """The target completion the warm start teaches: the bare boxed answer."""
     return f"\\boxed{{{answer}}}"

@@ -1,6 +1,6 @@
 """Data sources by name: each returns a ``datasets.Dataset`` with columns prompt, image, answer, id.
 
-``digits`` is built in; ``vision_r1``, ``geometry3k`` and ``local`` share one loader
+``digits`` and ``digit_sum`` are built in; ``vision_r1``, ``geometry3k`` and ``local`` share one loader
 (``mssr_cli.data.sources``): their YAML says where the rows are and which columns hold what.
 """
 
@@ -14,13 +14,20 @@ def _digits(data_cfg, split: str):
     return load_digits_split(split, data_cfg.image_size, data_cfg.num_val, limit=limit)
 
 
+def _digit_sum(data_cfg, split: str):
+    from mssr_cli.data.digit_sum import load_digit_sum_split
+
+    limit = data_cfg.train_limit if split == "train" else data_cfg.val_limit
+    return load_digit_sum_split(split, data_cfg.image_size, data_cfg.num_val, limit=limit)
+
+
 def _hub_or_files(data_cfg, split: str):
     from mssr_cli.data.sources import load_source_split
 
     return load_source_split(data_cfg, split)
 
 
-LOADERS = {"digits": _digits, "geometry3k": _hub_or_files, "local": _hub_or_files, "vision_r1": _hub_or_files}
+LOADERS = {"digit_sum": _digit_sum, "digits": _digits, "geometry3k": _hub_or_files, "local": _hub_or_files, "vision_r1": _hub_or_files}
 
 
 def load_split(data_cfg, split: str):

@@ -79,27 +79,61 @@ def ensure_loadable(name_or_path: str, label: str | None = None, pass_folder: st
     )
 
 
+# The built-in tasks a tiny model is built for: its tokenizer's text, image bounds and warm start.
+TINY_TASKS = ("digits", "digit_sum")
+
+
+def tiny_task(data_cfg) -> str:
+    """The built-in task the tiny model is built and warm-started for: ``data.name`` when that is one
+    (digits, digit_sum), else digits (Hub and local data reuse the digits model)."""
+    return data_cfg.name if data_cfg.name in TINY_TASKS else "digits"
+
+
 def tiny_cache_path(model_cfg, data_cfg) -> Path:
     ws = model_cfg.warm_start
     rows = "all" if ws.num_examples is None else ws.num_examples
     tag = f"ws{rows}-t{ws.target_accuracy:g}-c{ws.check_every}-lr{ws.lr:g}" if ws.enabled else "raw"
-    return cache_dir() / f"tiny-qwen2vl-v{TINY_VERSION}-s{ws.seed}-{tag}-img{data_cfg.image_size}"
+    task = tiny_task(data_cfg)
+    suffix = "" if task == "digits" else f"-{task}"  # the digits model keeps the key it always had
+    return cache_dir() / f"tiny-qwen2vl-v{TINY_VERSION}-s{ws.seed}-{tag}-img{data_cfg.image_size}{suffix}"
+
+
+def _tiny_task_parts(task: str, data_cfg, ws):
+    """(processor pixel bounds, warm-start train rows, check rows, longest check answer) of a built-in task."""
+    if task == "digit_sum":
+        from mssr_cli.data.digit_sum import load_digit_sum_split, pixel_bounds
+
+        def rows(split, limit):
+            return load_digit_sum_split(split, data_cfg.image_size, data_cfg.num_val, limit=limit, with_chains=True)
+
+        bounds, answer_tokens = pixel_bounds(data_cfg.image_size), 32  # a chain is 16-22 tokens, + end of turn
+    else:
+        from mssr_cli.data.digits import load_digits_split
+        from mssr_cli.models.tiny import IMAGE_SIZE
+
+        def rows(split, limit):
+            return load_digits_split(split, data_cfg.image_size, data_cfg.num_val, limit=limit)
+
+        bounds, answer_tokens = (IMAGE_SIZE * IMAGE_SIZE,) * 2, 16
+    if not ws.enabled:
+        return bounds, None, None, answer_tokens
+    return bounds, rows("train", ws.num_examples), rows("validation", ws.check_examples), answer_tokens
 
 
 def build_tiny(model_cfg, data_cfg, folder: Path, progress=None) -> dict:
-    """Build the tiny model, warm-start it, save it to ``folder`` atomically; returns build facts."""
-    from mssr_cli.data.digits import load_digits_split
+    """Build the tiny model for its task (``tiny_task``), warm-start it, save it to ``folder`` atomically;
+    returns build facts."""
     from mssr_cli.models.tiny import build_model, build_processor, build_tokenizer, save_pretrained
     from mssr_cli.models.warm_start import warm_start
 
     ws = model_cfg.warm_start
-    tokenizer = build_tokenizer()
-    processor = build_processor(tokenizer)
+    task = tiny_task(data_cfg)
+    (min_pixels, max_pixels), train, check, answer_tokens = _tiny_task_parts(task, data_cfg, ws)
+    tokenizer = build_tokenizer(task)
+    processor = build_processor(tokenizer, min_pixels, max_pixels)
     model = build_model(tokenizer, seed=ws.seed)
-    facts = {"parameters": sum(p.numel() for p in model.parameters())}
+    facts = {"task": task, "parameters": sum(p.numel() for p in model.parameters())}
     if ws.enabled:
-        train = load_digits_split("train", data_cfg.image_size, data_cfg.num_val, limit=ws.num_examples)
-        check = load_digits_split("validation", data_cfg.image_size, data_cfg.num_val, limit=ws.check_examples)
         result = warm_start(
             model,
             processor,
@@ -112,6 +146,7 @@ def build_tiny(model_cfg, data_cfg, folder: Path, progress=None) -> dict:
             check_every=ws.check_every,
             seed=ws.seed,
             progress=progress,
+            max_new_tokens=answer_tokens,
         )
         facts.update(warm_start_accuracy=result.accuracy, warm_start_epochs=result.epochs,
                      warm_start_reached_target=result.reached_target)

@@ -16,8 +16,10 @@ IMAGE_SIZE = 56  # px: 4x4 patches of 14 px, merged 2x2 -> 4 image tokens per di
 VOCAB_SIZE = 384  # 256 byte symbols + special tokens + ~110 merges
 
 
-def _tokenizer_corpus() -> list[str]:
+def _tokenizer_corpus(task: str = "digits") -> list[str]:
     """Text the BPE merges are learnt from: the chat frame, the task's prompts and answers."""
+    if task == "digit_sum":
+        return _digit_sum_corpus()
     from mssr_cli.data.digits import QUESTION
     from mssr_cli.data.prompts import boxed, user_prompt
 
@@ -28,13 +30,31 @@ def _tokenizer_corpus() -> list[str]:
     return (frame + prompts * 20 + answers * 20 + math) * 5
 
 
-def build_tokenizer():
-    """A byte-level BPE ``PreTrainedTokenizerFast`` with Qwen2-VL's specials and chat template."""
+def _digit_sum_corpus() -> list[str]:
+    """The digit_sum task's text: its prompt and a few hundred written-out chains (fixed seed), so the
+    prompt and the chain's frame (``<think>``, ``</think> \\boxed{``) are a few tokens each."""
+    import random
+
+    from mssr_cli.data.digit_sum import MAX_DIGITS, MIN_DIGITS, QUESTION, chain
+    from mssr_cli.data.prompts import think_prompt
+
+    draw = random.Random(0)
+    frame = ["system\nYou are a helpful assistant.", "user\n", "assistant\n"]
+    prompt = think_prompt(QUESTION)[0]["content"]
+    chains = [chain([draw.randrange(10) for _ in range(draw.randint(MIN_DIGITS, MAX_DIGITS))]) for _ in range(400)]
+    return (frame + [prompt] * 20) * 5 + chains
+
+
+def build_tokenizer(task: str = "digits"):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` with Qwen2-VL's specials and chat template, its
+    merges learnt on ``task``'s text (``digits`` or ``digit_sum``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if task == "digit_sum":  # numbers digit by digit: a digit is one token, a sum is its digits in order
+        bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), bpe.pre_tokenizer])
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,
@@ -42,7 +62,7 @@ def build_tokenizer():
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    bpe.train_from_iterator(_tokenizer_corpus(task), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         eos_token="<|im_end|>",
@@ -55,13 +75,13 @@ def build_tokenizer():
     return tokenizer
 
 
-def build_processor(tokenizer):
-    """The real ``Qwen2VLProcessor``; pixel bounds pin every digit to 56x56 px."""
+def build_processor(tokenizer, min_pixels: int = IMAGE_SIZE * IMAGE_SIZE, max_pixels: int = IMAGE_SIZE * IMAGE_SIZE):
+    """The real ``Qwen2VLProcessor``; the default pixel bounds pin every digit to 56x56 px (digit_sum:
+    ``digit_sum.pixel_bounds`` keep its 224x56 px row of four digit slots as drawn)."""
     from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
 
-    pixels = IMAGE_SIZE * IMAGE_SIZE
-    image_processor = Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels)
-    video_processor = Qwen2VLVideoProcessor(min_pixels=pixels, max_pixels=pixels)
+    image_processor = Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels)
+    video_processor = Qwen2VLVideoProcessor(min_pixels=min_pixels, max_pixels=max_pixels)
     return Qwen2VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,

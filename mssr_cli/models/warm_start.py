@@ -24,7 +24,9 @@ class WarmStartResult:
 
 
 def completion_batch(processor, batch: dict) -> dict:
-    """Tokenised prompt + gold completion, with labels only on the completion tokens.
+    """Tokenised prompt + gold completion, with labels only on the completion tokens. The completion is
+    the row's ``completion`` when the batch has that column (digit_sum's written-out chains), else the
+    bare boxed answer.
 
     Shapes: input_ids, attention_mask, labels [B, L] (left padded); pixel_values [B*patches, D].
     """
@@ -37,7 +39,8 @@ def completion_batch(processor, batch: dict) -> dict:
     images = batch_images(batch)  # [rows][images of the row]
     prompts = chat_texts(processor, batch["prompt"], image_counts=[len(row) for row in images])
     eos = processor.tokenizer.eos_token
-    completions = [boxed(a) + eos for a in batch["answer"]]
+    targets = batch["completion"] if "completion" in batch else [boxed(a) for a in batch["answer"]]
+    completions = [target + eos for target in targets]
     texts = [p + c for p, c in zip(prompts, completions, strict=True)]
     full = processor(images=images, text=texts, padding=True, return_tensors="pt")
     # The prompt ends with "assistant\n", a pre-token boundary, so the completion tokenises the same alone.
@@ -62,8 +65,10 @@ def warm_start(
     check_every: int,
     seed: int,
     progress=None,
+    max_new_tokens: int = 16,
 ) -> WarmStartResult:
-    """Fine-tune ``model`` in place on ``train_set`` until greedy accuracy on ``check_set`` >= target."""
+    """Fine-tune ``model`` in place on ``train_set`` until greedy accuracy on ``check_set`` >= target
+    (answers of at most ``max_new_tokens``)."""
     import torch
 
     from mssr_cli.models.generation import greedy_accuracy
@@ -90,7 +95,7 @@ def warm_start(
             if progress:
                 progress.update(task, advance=1, description=f"warm start (loss {loss.item():.2f}, acc {metrics['accuracy']:.2f})")
             if step % check_every == 0:
-                metrics = greedy_accuracy(model, processor, check_set)
+                metrics = greedy_accuracy(model, processor, check_set, max_new_tokens=max_new_tokens)
                 if metrics["accuracy"] >= target_accuracy:
                     if progress:
                         progress.update(task, total=step, completed=step, description=f"warm start (acc {metrics['accuracy']:.2f})")
