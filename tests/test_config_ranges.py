@@ -46,7 +46,7 @@ CHOICES = [(k, rule) for k, kind, _, rule in KEYS if rule is not None and rule.c
 EXPECTED_CHOICE_KEYS = {
     "algo.name", "algo.estimator", "algo.tracker.schedule", "algo.shaping.entropy", "algo.loss_agg",
     "algo.entropy_bonus", "model.preset", "model.dtype", "model.attn_implementation", "data.name",
-    "train.bf16", "train.vllm_mode", "logging.wandb", "launcher.name",
+    "train.bf16", "train.vllm_mode", "train.on_collapse", "logging.wandb", "launcher.name",
 }
 
 # The cases, by hand: (override, accepted?)

@@ -161,3 +161,15 @@ def test_accelerate_configs_are_accelerates_own_format_not_a_config_group():
         config = load_config_from_file(str(accelerate_config_path(cfg.accelerate_config)))
         assert config.distributed_type == kind and config.mixed_precision == "bf16", name
         assert (config.deepspeed_config or {}).get("zero_stage") == stage, name
+
+
+def test_a_broadcast_before_torch_distributed_starts_is_an_error_not_each_ranks_own_value(monkeypatch):
+    """Under a launcher (WORLD_SIZE > 1) a broadcast before the process group exists would hand every rank
+    its own value: rank 1 would start afresh while rank 0 resumes, and they would deadlock in gloo."""
+    from mssr_cli.training.distributed import broadcast_from_main
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert broadcast_from_main("checkpoint-3") == "checkpoint-3"  # alone: the value itself
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="before torch.distributed started"):
+        broadcast_from_main("checkpoint-3")

@@ -181,7 +181,7 @@ def test_mvsr_runs_without_shaping_metrics(tmp_path, tiny_policy_path):
         assert not any(k.startswith("collapse/shaping") for k in line)
 
 
-def test_stop_on_collapse_checkpoints_and_says_why(tmp_path, tiny_policy_path, monkeypatch):
+def test_on_collapse_stop_checkpoints_and_says_why(tmp_path, tiny_policy_path, monkeypatch):
     from mssr_cli.training.collapse import Alarm, CollapseDetector
 
     original = CollapseDetector.observe
@@ -194,7 +194,7 @@ def test_stop_on_collapse_checkpoints_and_says_why(tmp_path, tiny_policy_path, m
         return alarms
 
     monkeypatch.setattr(CollapseDetector, "observe", observe)
-    overrides = ["algo=mvsr", *SHORT, "train.max_steps=5", "train.save_every=0", "train.stop_on_collapse=true",
+    overrides = ["algo=mvsr", *SHORT, "train.max_steps=5", "train.save_every=0", "train.on_collapse=stop",
                  "algo.tracker.warm_start=false"]
     summary = run_training(compose(overrides), overrides, tmp_path / "stop")
     assert summary["steps"] == 2 and "format_collapse at step 2" in summary["stopped"]

@@ -42,6 +42,21 @@ def test_trainer_internals_the_seam_overrides_still_exist():
     )
 
 
+def test_the_internals_a_collapse_rollback_relies_on():
+    """train.on_collapse=rollback (mssr_cli/training/runner.py): a fresh trainer resumes from an earlier checkpoint
+    with another lr, beta and seed."""
+    from transformers import Trainer
+    from trl.trainer import grpo_trainer
+
+    for name in ["_load_rng_state", "_load_optimizer_and_scheduler"]:
+        assert hasattr(Trainer, name), f"Trainer.{name} is gone: RLTrainer overrides it to reseed / set the lowered lr"
+    assert "get_last_lr" in inspect.getsource(Trainer._get_learning_rate), (
+        "Trainer logs the lr from elsewhere than the scheduler's last lr: update trainer.set_learning_rate")
+    T = grpo_trainer.GRPOTrainer
+    assert "self.beta = args.beta" in inspect.getsource(T.__init__), "TRL's beta no longer comes from args.beta"
+    assert "self.beta" in inspect.getsource(T._compute_loss), "TRL's loss no longer reads self.beta"
+
+
 def test_loss_types_we_map_exist():
     from trl.trainer import grpo_trainer
 

@@ -20,6 +20,7 @@ SCHEDULE_NAMES = ("paper", "monotone", "per_prompt")
 LOSS_AGG_NAMES = ("token_mean", "micro_token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 
 SEED_MAX = 2**32 - 1  # numpy's seed bound (transformers.set_seed seeds numpy with it)
+ON_COLLAPSE = ("warn", "stop", "rollback")  # train.on_collapse
 PORT_MAX = 65535
 
 
@@ -179,6 +180,13 @@ class DataConfig:
 
 
 @dataclass
+class RollbackConfig:
+    lr_factor: float = key(0.5, "each rollback multiplies the learning rate by this", gt=0, le=1)
+    kl_factor: float = key(1.0, "each rollback multiplies the KL coefficient (algo.kl_coef) by this (1: unchanged; a kl_coef of 0 stays 0)", ge=1)
+    max_times: int = key(2, "rollbacks at most; the alarm after the last one stops the run as train.on_collapse=stop", ge=0)
+
+
+@dataclass
 class TrainConfig:
     max_steps: int = key(150, "RL steps (each = one batch of rollouts_per_step rollouts)", ge=1)
     rollouts_per_step: int = key(32, "rollouts per RL step = prompts per step x algo.rollouts_per_prompt", ge=1)
@@ -195,7 +203,8 @@ class TrainConfig:
     val_max_new_tokens: int = key(1024, "longest validation answer in tokens", ge=1)
     save_every: int = key(50, "checkpoint every N RL steps (and at the end); 0 disables", ge=0)
     keep_checkpoints: int = key(2, "how many recent checkpoints to keep", ge=1)
-    stop_on_collapse: bool = key(False, "stop the run (with a checkpoint) when the collapse detector raises an alarm")
+    on_collapse: str = key("warn", "on a collapse alarm: warn (log it) | stop (checkpoint, stop) | rollback (back to a checkpoint before its evidence, lower lr, new seed, go on; README: Collapse detection)", choices=ON_COLLAPSE)
+    rollback: RollbackConfig = field(default_factory=RollbackConfig, metadata={"help": "train.on_collapse=rollback: how a rollback changes the run"})
     log_samples_every: int = key(10, "every N RL steps append rollouts to samples.jsonl and a W&B table; 0 disables", ge=0)
     log_samples: int = key(4, "rollouts per samples.jsonl entry: the first K of the step's batch (main process)", ge=1)
     val_temperature: float = key(0.0, "validation sampling temperature (0: greedy; paper 0.6)", ge=0)
@@ -274,7 +283,7 @@ COMMON_KEYS = [
     "algo.kl_coef",
     "algo.shaping.alpha",
     "algo.shaping.kappa",
-    "train.stop_on_collapse",
+    "train.on_collapse",
     "logging.wandb",
 ]
 

@@ -34,8 +34,8 @@ def _steps_done(folder: Path) -> int:
     metrics = folder / "metrics.jsonl"
     if not metrics.exists():
         return 0
-    with metrics.open() as f:
-        return max(sum(1 for _ in f) - 1, 0)  # line 0 is the validation before training
+    with metrics.open() as f:  # line 0 is the validation before training; a rollback's abandoned lines do not count
+        return max(sum(1 for line in f if '"abandoned": true' not in line) - 1, 0)
 
 
 def check_existing(runs: list[PlannedRun], out: Path) -> None:

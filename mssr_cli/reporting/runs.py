@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mssr_cli.runs.trajectory import is_abandoned
+
 # Files that only `mssr train` writes at a run folder's top level. config.yaml alone is not
 # enough: a W&B run's files/ folder holds one too.
 RUN_MARKERS = ("metrics.jsonl", "summary.json", "meta.json")
@@ -29,7 +31,7 @@ class Run:
     path: Path
     variant: str
     seed: int | None
-    metrics: list[dict]  # metrics.jsonl, one dict per step, sorted by step; non-finite values as None
+    metrics: list[dict]  # metrics.jsonl's kept lines (not a rollback's abandoned ones), one per step, sorted by step; non-finite values as None
     summary: dict | None  # summary.json; None when the run did not finish
     config: dict = field(default_factory=dict)  # config.yaml as plain data ({} when absent)
 
@@ -125,7 +127,8 @@ def _read_metrics(path: Path, warnings: list[str]) -> list[dict]:
             # A crash while appending leaves a cut last line; the earlier steps are still good.
             warnings.append(f"{path}: line {number} is not valid JSON, ignored")
             continue
-        if isinstance(line, dict) and isinstance(line.get("step"), (int, float)):
+        # lines of steps a collapse rollback abandoned are not the run's trajectory (runs/trajectory.py)
+        if isinstance(line, dict) and isinstance(line.get("step"), (int, float)) and not is_abandoned(line):
             lines.append({k: _finite_or_none(v) for k, v in line.items()})
     return sorted(lines, key=lambda m: m["step"])
 

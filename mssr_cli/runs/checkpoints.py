@@ -117,11 +117,20 @@ def newest_verified(root: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
     return None, skipped
 
 
-def drop_old(root: Path, keep: int) -> None:
-    """Keep the ``keep`` newest checkpoints (``keep`` >= 1: the newest is never dropped)."""
-    found = listed(root)
+def drop_old(root: Path, keep: int, keep_initial: bool = False) -> None:
+    """Keep the ``keep`` newest checkpoints (``keep`` >= 1: the newest is never dropped); with ``keep_initial``
+    also checkpoint-0, the policy before RL (a collapse rollback may need to go back that far)."""
+    found = [c for c in listed(root) if not (keep_initial and step_of(c) == 0)]
     for old in found[: max(0, len(found) - max(keep, 1))]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def drop_after(root: Path, step: int) -> list[Path]:
+    """Delete the checkpoints newer than update ``step`` (a collapse rollback abandons them); returns them."""
+    newer = [c for c in listed(root) if step_of(c) > step]
+    for checkpoint in newer:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return newer
 
 
 def remove_tree(path: Path) -> None:

@@ -3,6 +3,7 @@
 Layout (README: "A run on disk")::
 
     <run>/config.yaml  overrides.yaml  meta.json  metrics.jsonl  summary.json  .lock (while running)
+    <run>/samples.jsonl  rollbacks.json (train.on_collapse=rollback, once one happened)
     <run>/checkpoints/checkpoint-<update>/   (model, optimizer, scheduler, RNG, trainer state, mssr state,
                                               run/ copies of config and metrics, manifest.json)
     <run>/model/                             (final policy, Hugging Face format)
@@ -27,6 +28,9 @@ from pathlib import Path
 from mssr_cli.fileio import write_json_atomic, write_text_atomic  # noqa: F401 (write_json_atomic: also imported from here)
 from mssr_cli.secrets import redact_data
 from mssr_cli.runs import checkpoints as ckpt
+from mssr_cli.runs import trajectory
+
+ROLLBACKS = "rollbacks.json"  # the collapse rollbacks a run made (train.on_collapse=rollback), in order
 
 PACKAGES = ("mssr-cli", "torch", "torchvision", "transformers", "trl", "datasets", "accelerate", "wandb", "hydra-core")
 
@@ -38,8 +42,11 @@ HOW_IT_RUNS = ("train.num_threads", "train.vllm_server_host", "train.vllm_server
 # Keys `mssr train --resume RUN_DIR` accepts as overrides: they change when the run stops, saves, validates or
 # logs, or how it runs here, never what it learns (the learning rate schedule is constant, so neither does
 # max_steps). Anything else would silently make the resumed steps a different run than the ones before.
+# train.on_collapse and train.rollback.max_times say what happens on a collapse alarm (a run that rolled back
+# keeps its lowered lr and changed seed whatever they say now: rollbacks.json); the factors are not here.
 RESUME_KEYS = ("train.max_steps", "train.save_every", "train.keep_checkpoints", "train.eval_every",
-               "train.stop_on_collapse", "train.log_samples_every", "train.log_samples", *HOW_IT_RUNS)
+               "train.on_collapse", "train.rollback.max_times", "train.log_samples_every", "train.log_samples",
+               *HOW_IT_RUNS)
 
 
 class RunFolderError(Exception):
@@ -168,7 +175,7 @@ class RunFolder:
             return
         self.path.mkdir(parents=True, exist_ok=True)
         # an earlier attempt killed before its first checkpoint: its lines would repeat steps 0, 1, ...
-        for stale in ("metrics.jsonl", "samples.jsonl", "summary.json"):
+        for stale in ("metrics.jsonl", "samples.jsonl", "summary.json", ROLLBACKS):
             (self.path / stale).unlink(missing_ok=True)
         ckpt.remove_tree(self.checkpoints / ".staging")
         self._write_config(cfg, overrides)
@@ -194,15 +201,46 @@ class RunFolder:
     def restore_metrics(self, checkpoint: Path, rl_step: int) -> list[dict]:
         """metrics.jsonl and samples.jsonl up to ``rl_step`` (the checkpoint's): from the checkpoint's own
         verified copies, so lines torn or lost in the run folder since come back; else the run folder's
-        lines. Returns the metrics lines."""
+        lines. Lines of attempts a collapse rollback abandoned stay, whatever their step (``trajectory``).
+        Returns the metrics lines."""
         kept = {}
         for name in ("metrics.jsonl", "samples.jsonl"):
             copy, live = checkpoint / ckpt.RUN_COPY / name, self.path / name
-            rows = [m for m in _parse_metrics(copy if copy.is_file() else live) if m["step"] <= rl_step]
+            rows = trajectory.restored(_parse_metrics(copy) if copy.is_file() else None, _parse_metrics(live), rl_step)
             if self.writes and (rows or live.exists()):
                 write_text_atomic(live, "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in rows))
             kept[name] = rows
         return kept["metrics.jsonl"]
+
+    def abandon_after(self, rl_step: int, rollback: int) -> int:
+        """A collapse rollback to the checkpoint of ``rl_step``: the later lines of metrics.jsonl and samples.jsonl
+        are marked abandoned by rollback number ``rollback`` (each file rewritten whole). Returns the metrics
+        lines newly marked."""
+        marked = {}
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            path = self.path / name
+            if not self.writes or not path.exists():
+                continue
+            rows, marked[name] = trajectory.mark_abandoned(_parse_metrics(path), rl_step, rollback)
+            write_text_atomic(path, "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in rows))
+        return marked.get("metrics.jsonl", 0)
+
+    @property
+    def rollbacks_path(self) -> Path:
+        return self.path / ROLLBACKS
+
+    def read_rollbacks(self) -> list[dict] | None:
+        """The collapse rollbacks this run made (<run>/rollbacks.json); None when there is no readable record."""
+        try:
+            data = json.loads(self.rollbacks_path.read_text())
+        except (OSError, ValueError):
+            return None
+        rollbacks = data.get("rollbacks") if isinstance(data, dict) else None
+        return rollbacks if isinstance(rollbacks, list) else None
+
+    def write_rollbacks(self, rollbacks: list[dict]) -> None:
+        if self.writes:
+            write_json_atomic(self.rollbacks_path, {"rollbacks": rollbacks})
 
     def _write_config(self, cfg, overrides: list[str]) -> None:
         from omegaconf import OmegaConf
@@ -360,7 +398,9 @@ def resume_config(run_dir: Path, extra_overrides: list[str]):
 
 
 def summarize(metrics: list[dict], wall_seconds: float, extra: dict) -> dict:
-    """summary.json: start, final and best validation accuracy, steps, wall time."""
+    """summary.json: start, final and best validation accuracy, steps, wall time, from the kept lines (the lines
+    of steps a collapse rollback abandoned are not the run's trajectory)."""
+    metrics = trajectory.kept(metrics)
     val = [(m["step"], m["val/accuracy"]) for m in metrics if "val/accuracy" in m]
     best_step, best = max(val, key=lambda sv: (sv[1], -sv[0])) if val else (None, None)
     return {

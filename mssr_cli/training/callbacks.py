@@ -38,12 +38,17 @@ class RunLogger:
     """Collects each RL step's metrics and writes one line to metrics.jsonl and to W&B."""
 
     def __init__(self, run_folder, updates_per_step: int, rollouts_per_step: int, wandb_run=None,
-                 detector=None, console=None, stop_on_collapse: bool = False):
+                 detector=None, console=None, on_collapse: str = "warn", rollbacks_left: int = 0):
         self.run_folder = run_folder
         self.detector = detector
         self.console = console
-        self.stop_on_collapse = stop_on_collapse
+        self.on_collapse = on_collapse  # train.on_collapse: warn | stop | rollback
+        self.rollbacks_left = rollbacks_left  # on_collapse=rollback: rollbacks still allowed (then: stop)
         self.stop_reason: str | None = None
+        self.rollback_alarm = None  # the alarm a rollback answers; the runner restores a checkpoint and clears it
+        self.rollbacks: int | None = 0 if on_collapse == "rollback" else None  # collapse/rollbacks (None: not logged)
+        self.abandoned_steps = 0  # RL steps a rollback abandoned: their rollouts count in `rollouts`
+        self.last_step: int | None = None  # the step of the trajectory's latest line (None: nothing logged yet)
         self.updates_per_step = updates_per_step
         self.rollouts_per_step = rollouts_per_step
         self.wandb_run = wandb_run
@@ -58,12 +63,17 @@ class RunLogger:
     def rl_step(self, global_step: int) -> int:
         return global_step // self.updates_per_step
 
-    def resume(self, kept: list[dict]) -> None:
-        """Continue after the lines a resumed run keeps: time/elapsed goes on from the last one."""
-        elapsed = next((m["time/elapsed"] for m in reversed(kept) if m.get("time/elapsed") is not None), 0.0)
-        self.started = time.time() - elapsed
-        for line in kept:
+    def resume(self, lines: list[dict], done: int) -> None:
+        """Continue after the lines a resumed run keeps (up to RL step ``done``, and those of attempts a rollback
+        abandoned): time/elapsed goes on from the latest, abandoned ones included (their time was spent)."""
+        from mssr_cli.runs.trajectory import kept
+
+        ours = [m for m in kept(lines) if m["step"] <= done]
+        elapsed = [m["time/elapsed"] for m in lines if isinstance(m.get("time/elapsed"), (int, float))]
+        self.started = time.time() - max(elapsed, default=0.0)
+        for line in ours:
             self.latest.update({k: v for k, v in line.items() if v is not None})
+        self.last_step = ours[-1]["step"] if ours else None
 
     def stage(self, metrics: dict[str, float]) -> None:
         """Metrics to attach to the next line written (e.g. validation before the step's log)."""
@@ -71,8 +81,11 @@ class RunLogger:
 
     def write(self, step: int, metrics: dict[str, float]) -> dict:
         now = time.time()
-        line = {"step": step, "rollouts": step * self.rollouts_per_step, **self.pending, **metrics}
+        rollouts = (step + self.abandoned_steps) * self.rollouts_per_step  # cost: abandoned steps' rollouts too
+        line = {"step": step, "rollouts": rollouts, **self.pending, **metrics}
         self.pending = {}
+        if self.rollbacks is not None:
+            line["collapse/rollbacks"] = self.rollbacks
         if "collapse/entropy" in line:
             line["collapse/entropy_ratio"] = self.entropy_ratio(line["collapse/entropy"])
         line["time/elapsed"] = round(now - self.started, 3)
@@ -86,8 +99,8 @@ class RunLogger:
         if self.wandb_run is not None:
             self.wandb_run.log({k: v for k, v in line.items() if k != "step" and v is not None}, step=step)
         self.latest.update({k: v for k, v in line.items() if v is not None})
+        self.last_step = step
         return line
-
 
     def write_samples(self, step: int) -> None:
         """Every ``samples_every`` RL steps: the step's kept rollouts to samples.jsonl and a W&B table."""
@@ -106,17 +119,31 @@ class RunLogger:
                 table.add_data(*(row[c] for c in columns[:-1]), wandb.Image(image) if image is not None else None)
             self.wandb_run.log({"samples": table}, step=step)
 
+    def alert(self, title: str, text: str) -> None:
+        """A W&B alert (email/Slack, as the project's settings say), when W&B is online."""
+        if self.wandb_run is not None and getattr(self.wandb_run.settings, "mode", "offline") == "online":
+            self.wandb_run.alert(title=title, text=text)
+
     def _watch_collapse(self, line: dict) -> None:
-        """Feed the line to the collapse detector; warn, alert W&B and maybe request a stop."""
+        """Feed the line to the collapse detector; warn, alert W&B and, as train.on_collapse says, request a
+        stop or a rollback."""
+        from mssr_cli.training.rollback import earliest_evidence
+
         alarms = self.detector.observe(line)
         line["collapse/alarm"] = self.detector.metric_value()
         for alarm in alarms:
             if self.console is not None:
                 self.console.print(f"[bold yellow]collapse alarm[/bold yellow] at step {alarm.step}: {alarm.message}")
-            if self.wandb_run is not None and getattr(self.wandb_run.settings, "mode", "offline") == "online":
-                self.wandb_run.alert(title=f"mssr collapse alarm ({alarm.rule})", text=alarm.message)
-            if self.stop_on_collapse and self.stop_reason is None:
-                self.stop_reason = f"{alarm.rule} at step {alarm.step}: {alarm.message}"
+            self.alert(f"mssr collapse alarm ({alarm.rule})", alarm.message)
+        if not alarms or self.stop_reason is not None or self.rollback_alarm is not None or self.on_collapse == "warn":
+            return
+        if self.on_collapse == "rollback" and self.rollbacks_left > 0:
+            self.rollback_alarm = earliest_evidence(alarms)
+            return
+        alarm = alarms[0]
+        self.stop_reason = f"{alarm.rule} at step {alarm.step}: {alarm.message}"
+        if self.on_collapse == "rollback":
+            self.stop_reason += f" (no rollback left after {self.rollbacks}: train.rollback.max_times)"
 
 
 class ValidationCallback(TrainerCallback):
@@ -138,7 +165,8 @@ class ValidationCallback(TrainerCallback):
         return {"val/accuracy": result["accuracy"], "val/format_rate": result["format_rate"]}
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if self.eval_every and state.global_step == 0:
+        # step 0 once: not again when a rollback restores checkpoint-0 (the policy before RL)
+        if self.eval_every and state.global_step == 0 and self.logger.last_step is None:
             self.logger.write(0, self._validate(model))
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -217,8 +245,12 @@ class MetricsCallback(TrainerCallback):
         self.logger.write(step, rename_trl_logs(logs))
         self.logger.write_samples(step)
         # every process stops together, on rank 0's word (a rank stopping alone would hang the others)
-        self.logger.stop_reason = broadcast_from_main(self.logger.stop_reason)
-        if self.logger.stop_reason is not None:  # train.stop_on_collapse: checkpoint, then stop
+        logger = self.logger
+        logger.stop_reason, logger.rollback_alarm = broadcast_from_main((logger.stop_reason, logger.rollback_alarm))
+        if logger.rollback_alarm is not None:  # on_collapse=rollback: stop unsaved; the runner restores a checkpoint
+            control.should_save = False
+            control.should_training_stop = True
+        elif logger.stop_reason is not None:  # on_collapse=stop (or no rollback left): checkpoint, then stop
             control.should_save = True
             control.should_training_stop = True
         return control

@@ -23,6 +23,14 @@ Four rules, each with a reason to exist:
 Each rule raises one ``Alarm`` when it becomes true and stays quiet while it stays true; it
 can raise again only after it has cleared. A metric that is missing (or None, for the
 threshold rules) from a line is no evidence either way: counters and bests stay as they are.
+
+Each alarm also says where its evidence begins (``Alarm.evidence_from``): the first RL step whose
+*policy* (the state a checkpoint of that step holds) the evidence implicates, so a checkpoint at step
+s predates the trouble iff s < evidence_from (``train.on_collapse=rollback`` restores the newest such).
+A step's rollouts are sampled from the policy after the step before, so a streak of low format or
+entropy that begins at line e implicates the policy of step e - 1; validation at step b measures the
+policy after step b, so a drop from the best validation at b implicates step b + 1; a non-finite loss
+at step n is the update of step n going wrong (the policy of step n - 1 was still finite).
 """
 
 from __future__ import annotations
@@ -89,6 +97,7 @@ class Alarm:
     message: str
     value: float | None = None  # the metric that tripped the rule (None: it was non-finite)
     threshold: float | None = None
+    evidence_from: int | None = None  # first RL step whose policy the evidence implicates (module docstring)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,6 +112,20 @@ def _finite(value) -> float | None:
 
 def _fmt(x: float) -> str:
     return f"{x:.3g}"
+
+
+def _streak_start(streak: int, start: int | None, step: int) -> int | None:
+    """The step a streak of ``streak`` consecutive lines began at, after this line (``step``) was counted."""
+    if streak == 0:
+        return None
+    if streak == 1:
+        return step
+    return start if start is not None else step - streak + 1  # a state saved before starts were kept
+
+
+def _policy_of(first_line: int | None) -> int | None:
+    """The policy that sampled a line's rollouts: the one after the step before (never before step 0)."""
+    return None if first_line is None else max(first_line - 1, 0)
 
 
 class CollapseDetector:
@@ -120,12 +143,16 @@ class CollapseDetector:
         self.converged = False
         self._active = dict.fromkeys(RULES, False)
         self._entropy_streak = 0
+        self._entropy_streak_start: int | None = None  # step of the current low-entropy streak's first line
         self._last_entropy_ratio: float | None = None
         self._format_streak = 0
+        self._format_streak_start: int | None = None
         self._last_format_rate: float | None = None
         self._train_acc: deque[float] = deque(maxlen=self.rules.accuracy_window)
         self._best_train_acc: float | None = None  # best moving mean over a full window
+        self._best_train_step: int | None = None  # the step that window ends at
         self._best_val: float | None = None
+        self._best_val_step: int | None = None
         self._last_val: float | None = None
 
     # ---- per step -------------------------------------------------------------------------
@@ -149,7 +176,7 @@ class CollapseDetector:
                 continue  # unknown: keep the rule's state
             on, message, value, threshold = verdict
             if on and not self._active[rule]:
-                raised.append(Alarm(rule, self.step, message, value, threshold))
+                raised.append(Alarm(rule, self.step, message, value, threshold, self.evidence_from(rule)))
             self._active[rule] = on
         self.converged = self._entropy_low() and not self._active[ENTROPY_RULE] and not self._degradation() \
             and (self._best_train_acc is not None or self._best_val is not None)
@@ -157,8 +184,27 @@ class CollapseDetector:
         return raised
 
     def observe_all(self, lines) -> list[Alarm]:
-        """Observe a whole recorded run (e.g. the lines of metrics.jsonl); return every alarm raised."""
-        return [alarm for line in lines for alarm in self.observe(line)]
+        """Observe a whole recorded run (e.g. the lines of metrics.jsonl); return every alarm raised.
+        Lines of an abandoned attempt (``"abandoned": true``, left by a collapse rollback) are not the
+        run's trajectory and are skipped."""
+        return [alarm for line in lines if not line.get("abandoned") for alarm in self.observe(line)]
+
+    def evidence_from(self, rule: str) -> int | None:
+        """The first RL step whose policy the rule's current evidence implicates (see the module docstring):
+        a checkpoint at step s predates it iff s < evidence_from. None when the rule has no evidence now."""
+        if rule == NONFINITE_RULE:
+            return self.step
+        if rule == VAL_DROP_RULE:
+            return None if self._best_val_step is None else self._best_val_step + 1
+        if rule == FORMAT_RULE:
+            return _policy_of(self._format_streak_start)
+        if rule == ENTROPY_RULE:
+            low = _policy_of(self._entropy_streak_start)
+            if low is None or not self.rules.require_degradation:
+                return low
+            starts = self._degradation_starts()  # low entropy is convergence until output degrades too
+            return max(low, min(starts)) if starts else low
+        raise ValueError(f"unknown collapse rule {rule!r}; valid: {', '.join(RULES)}")
 
     @property
     def alarm_active(self) -> bool:
@@ -183,20 +229,23 @@ class CollapseDetector:
         if ratio is not None:
             self._last_entropy_ratio = ratio
             self._entropy_streak = self._entropy_streak + 1 if ratio < self.rules.entropy_ratio_below else 0
+            self._entropy_streak_start = _streak_start(self._entropy_streak, self._entropy_streak_start, self.step)
         fmt = _finite(line.get(FORMAT_RATE_KEY))
         if fmt is not None:
             self._last_format_rate = fmt
             self._format_streak = self._format_streak + 1 if fmt < self.rules.format_rate_below else 0
+            self._format_streak_start = _streak_start(self._format_streak, self._format_streak_start, self.step)
         acc = _finite(line.get(TRAIN_ACCURACY_KEY))
         if acc is not None:
             self._train_acc.append(acc)
             smoothed = self._smoothed_train_acc()
             if smoothed is not None and (self._best_train_acc is None or smoothed > self._best_train_acc):
-                self._best_train_acc = smoothed
+                self._best_train_acc, self._best_train_step = smoothed, self.step
         val = _finite(line.get(VAL_ACCURACY_KEY))
         if val is not None:
             self._last_val = val
-            self._best_val = val if self._best_val is None else max(self._best_val, val)
+            if self._best_val is None or val > self._best_val:  # ties keep the earlier step
+                self._best_val, self._best_val_step = val, self.step
 
     def _smoothed_train_acc(self) -> float | None:
         # Only full windows: a best set by one lucky early batch would make later noise look like a drop.
@@ -250,6 +299,18 @@ class CollapseDetector:
             evidence.append(f"val accuracy fell to {_fmt(self._last_val)} from its best {_fmt(self._best_val)}")
         return evidence
 
+    def _degradation_starts(self) -> list[int]:
+        """Where each piece of degradation evidence (``_degradation``) begins, as evidence_from steps."""
+        rules, starts = self.rules, []
+        if self._last_format_rate is not None and self._last_format_rate < rules.format_rate_below:
+            starts.append(_policy_of(self._format_streak_start))
+        smoothed = self._smoothed_train_acc()
+        if smoothed is not None and self._best_train_acc - smoothed > rules.val_drop and self._best_train_step is not None:
+            starts.append(self._best_train_step)  # the policy after the best window sampled the first worse line
+        if self._last_val is not None and self._best_val - self._last_val > rules.val_drop and self._best_val_step is not None:
+            starts.append(self._best_val_step + 1)
+        return [s for s in starts if s is not None]
+
     def _entropy_collapse(self):
         if self._last_entropy_ratio is None:
             return None
@@ -274,12 +335,16 @@ class CollapseDetector:
             "active": dict(self._active),
             "alarms": [alarm.to_dict() for alarm in self.alarms],
             "entropy_streak": self._entropy_streak,
+            "entropy_streak_start": self._entropy_streak_start,
             "last_entropy_ratio": self._last_entropy_ratio,
             "format_streak": self._format_streak,
+            "format_streak_start": self._format_streak_start,
             "last_format_rate": self._last_format_rate,
             "train_acc": list(self._train_acc),
             "best_train_acc": self._best_train_acc,
+            "best_train_step": self._best_train_step,
             "best_val": self._best_val,
+            "best_val_step": self._best_val_step,
             "last_val": self._last_val,
         }
 
@@ -299,3 +364,8 @@ class CollapseDetector:
         self._best_train_acc = state["best_train_acc"]
         self._best_val = state["best_val"]
         self._last_val = state["last_val"]
+        # where evidence begins: absent from states saved before evidence_from existed (unknown: None)
+        self._entropy_streak_start = state.get("entropy_streak_start")
+        self._format_streak_start = state.get("format_streak_start")
+        self._best_train_step = state.get("best_train_step")
+        self._best_val_step = state.get("best_val_step")

@@ -60,10 +60,13 @@ def barrier() -> None:
 
 
 def broadcast_from_main(value):
-    """Rank 0's ``value`` (any picklable object) on every process."""
+    """Rank 0's ``value`` (any picklable object) on every process. Under a launcher, torch.distributed must
+    have started: before it, each rank would silently keep its own value (a resume where rank 1 starts afresh)."""
     import torch.distributed as dist
 
     if rank_and_world()[1] == 1:
+        if world_size() > 1:
+            raise RuntimeError(f"broadcast_from_main before torch.distributed started (WORLD_SIZE={world_size()})")
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)

@@ -113,21 +113,19 @@ def run_training(cfg, overrides: list[str], run_dir: Path | None) -> dict:
 
 
 def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, started) -> dict:
-    from transformers.trainer_callback import PrinterCallback
-
     from omegaconf import OmegaConf
 
     from mssr_cli.config.compose import steps_layout
     from mssr_cli.data.registry import load_split
-    from mssr_cli.models.loading import load_policy, lora_config
+    from mssr_cli.models.loading import load_policy
     from mssr_cli.runs.checkpoints import step_of
     from mssr_cli.training.collapse import CollapseDetector, CollapseRules
     from mssr_cli.training.callbacks import (InterruptCallback, MetricsCallback, OnTrainBegin, ProgressCallback, RunLogger,
                                              ValidationCallback)
     from mssr_cli.training.distributed import broadcast_from_main
-    from mssr_cli.rewards.functions import check_columns, from_config, trl_callable
-    from mssr_cli.runs.folder import RunFolderError, summarize
-    from mssr_cli.training.trainer import CheckpointWriteError, RLTrainer
+    from mssr_cli.rewards.functions import check_columns, from_config
+    from mssr_cli.runs.folder import summarize
+    from mssr_cli.training.rollback import RollbackHistory, RunSettings
     from mssr_cli.training.trl_args import grpo_args
 
     layout = steps_layout(cfg)
@@ -150,11 +148,10 @@ def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, start
         from mssr_cli.training.prompt_length import drop_long_prompts
         train_set = drop_long_prompts(train_set, processor, cfg.data.max_prompt_tokens, "training", console)
         val_set = drop_long_prompts(val_set, processor, cfg.data.max_prompt_tokens, "validation", console)
-        args = grpo_args(cfg, str(folder.checkpoints))
         wandb_run = _init_wandb(cfg, folder, overrides, wandb_plan) if main else None
         detector = CollapseDetector(CollapseRules(**OmegaConf.to_container(cfg.collapse)))
         logger = RunLogger(folder, layout["updates_per_step"], cfg.train.rollouts_per_step, wandb_run,
-                           detector=detector, console=console, stop_on_collapse=cfg.train.stop_on_collapse)
+                           detector=detector, console=console, on_collapse=cfg.train.on_collapse)
         interrupt = InterruptCallback(layout["updates_per_step"])
         callbacks = [
             ValidationCallback(logger, processor, val_set, cfg.train.eval_every, cfg.train.max_steps,
@@ -163,56 +160,84 @@ def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, start
             ProgressCallback(logger, progress, cfg.train.max_steps),
             interrupt,
         ]
-        trainer = RLTrainer(
-            model=model,
-            reward_funcs=[trl_callable(f) for f in reward_functions],
-            args=args,
-            train_dataset=train_set,
-            processing_class=processor,
-            callbacks=callbacks,
-            algo_cfg=cfg.algo,
-            keep_checkpoints=cfg.train.keep_checkpoints,
-            peft_config=lora_config(cfg.model),
-            extra_state={"entropy_ratio": logger.entropy_ratio, "collapse_detector": detector},
-            run_dir=str(folder.path),
-        )
-        trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its dict dumps
-        if cfg.train.log_samples_every:  # what the policy writes: samples.jsonl and a W&B table
-            trainer.sample_count = cfg.train.log_samples
-            logger.samples_every, logger.samples_source = cfg.train.log_samples_every, trainer.pop_samples
+        # torch.distributed starts with the training arguments' device (as the trainer would start it): the
+        # broadcasts below are collectives, and before it starts each rank would just keep its own value
+        grpo_args(cfg, str(folder.checkpoints)).device
         # rank 0 chose (and verified) the checkpoint; every process resumes from the same one
         chosen = broadcast_from_main(resume.name if resume is not None else None)
         resume = folder.checkpoints / chosen if chosen else None
+        # the collapse rollbacks made so far (train.on_collapse=rollback): the run folder's record, or the checkpoint's
+        history = RollbackHistory(RunSettings(cfg.train.lr, cfg.algo.kl_coef, cfg.seed),
+                                  broadcast_from_main((folder.read_rollbacks() or []) if main and resume else []))
+        replay_rollback = False  # the checkpoint predates the latest rollback: resume as that rollback did
         if resume is not None:
+            saved = _rollbacks_in(resume)
+            replay_rollback = len(history) > len(saved)
+            history.load_state_dict({"rollbacks": saved})  # the longer history wins
             done = logger.rl_step(step_of(resume))
-            logger.resume([m for m in folder.read_metrics() if m["step"] <= done])  # as rank 0 restored them
-            trainer.load_mssr_state(str(resume))
+            logger.resume(folder.read_metrics(), done)  # as rank 0 restored them
             console.print(f"Resuming from {resume.name} (RL step {done})", soft_wrap=True)
-        elif hasattr(trainer.estimator, "tracker") and cfg.algo.tracker.warm_start:
-            # when train() starts: DeepSpeed puts the model on its GPU (ZeRO-3: sharded) only then
-            trainer.add_callback(OnTrainBegin(lambda: _warm_start_tracker(cfg, trainer, processor, train_set, progress, console)))
-        try:
-            with interrupt.catching_sigint():  # Ctrl-C: checkpoint at the end of the RL step, then stop
-                trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        except KeyboardInterrupt:
-            console.print(f"[yellow]Interrupted: `mssr train --resume {folder.path}` continues from the last checkpoint[/yellow]")
-            raise
-        except CheckpointWriteError as err:
-            then = (f"`mssr train --resume {folder.path}` continues from {err.newest.name}" if err.newest
-                    else "run the same command again to start over")
-            raise RunFolderError(f"{err.strerror}; the run stopped: free space, then {then}") from err
-        if interrupt.requested:
-            console.print(f"[yellow]Interrupted: checkpoint at RL step {logger.rl_step(trainer.state.global_step)}; "
-                          f"`mssr train --resume {folder.path}` continues from it[/yellow]")
-            raise KeyboardInterrupt
+        while True:  # one attempt per rollback (train.on_collapse=rollback); otherwise once
+            trainer = _build_trainer(cfg, folder, model, processor, train_set, reward_functions, callbacks, logger,
+                                     {"entropy_ratio": logger.entropy_ratio, "collapse_detector": detector,
+                                      "rollbacks": history}, history)
+            if resume is not None:
+                trainer.load_mssr_state(str(resume))
+                if replay_rollback:  # the rollback's seed, and train/tokens counting the abandoned steps' tokens
+                    trainer.reseed = history.settings.seed
+                    trainer.completion_tokens = history.entries[-1].tokens
+            else:
+                if hasattr(trainer.estimator, "tracker") and cfg.algo.tracker.warm_start:
+                    # when train() starts: DeepSpeed puts the model on its GPU (ZeRO-3: sharded) only then
+                    trainer.add_callback(OnTrainBegin(lambda: _warm_start_tracker(cfg, trainer, processor, train_set, progress, console)))
+                if cfg.train.on_collapse == "rollback":  # the policy before RL, warm-started tracker included
+                    trainer.add_callback(OnTrainBegin(lambda: trainer._save_checkpoint(trainer.model, None)))
+            with _checkpoint_errors(folder):
+                try:
+                    with interrupt.catching_sigint():  # Ctrl-C: checkpoint at the end of the RL step, then stop
+                        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+                except KeyboardInterrupt:
+                    console.print(f"[yellow]Interrupted: `mssr train --resume {folder.path}` continues from the last checkpoint[/yellow]")
+                    raise
+            if interrupt.requested:
+                console.print(f"[yellow]Interrupted: checkpoint at RL step {logger.rl_step(trainer.state.global_step)}; "
+                              f"`mssr train --resume {folder.path}` continues from it[/yellow]")
+                raise KeyboardInterrupt
+            alarm, logger.rollback_alarm = logger.rollback_alarm, None
+            if alarm is None:
+                break
+            target = broadcast_from_main(_rollback_target(folder, logger, alarm, warn) if main else None)
+            if target is None:  # nothing healthy to go back to: stop as on_collapse=stop does, with a checkpoint
+                logger.stop_reason = (f"{alarm.rule} at step {alarm.step}: {alarm.message} (no checkpoint before step "
+                                      f"{alarm.evidence_from}, where its evidence begins, to roll back to)")
+                with _checkpoint_errors(folder):
+                    trainer._save_checkpoint(trainer.model, None)
+                break
+            entry = history.add(alarm, logger.rl_step(step_of(folder.checkpoints / target)), target,
+                                trainer.completion_tokens, cfg.train.rollback.lr_factor, cfg.train.rollback.kl_factor)
+            if main:
+                _abandon(folder, entry, history)
+            trainer.accelerator.wait_for_everyone()
+            text = (f"rollback {entry.number}: {alarm.rule} at step {alarm.step} (evidence from step "
+                    f"{alarm.evidence_from}); restored {target} (RL step {entry.restored_step}); lr {entry.lr:g}, "
+                    f"KL {entry.kl_coef:g}, seed {entry.seed}")
+            console.print(f"[bold yellow]collapse rollback[/bold yellow] {text}", soft_wrap=True)
+            logger.alert(f"mssr collapse rollback ({alarm.rule})", text)
+            logger.last_step = entry.restored_step
+            resume, replay_rollback = folder.checkpoints / target, True
+            del trainer  # a fresh trainer for the next attempt: free this one's model first (GPU memory)
+            model = None
+            _free_memory()
+            model, _ = load_policy(cfg.model, cfg.data, progress=progress, console=console)
         _save_final_model(trainer, processor, folder, main)
 
     summary = summarize(
         folder.read_metrics(),
         time.time() - started,
         {"run": folder.name, "variant": cfg.logging.variant or cfg.algo.name, "algo": cfg.algo.name, "model": cfg.model.preset, "data": cfg.data.name,
-         "seed": cfg.seed, "rollouts": cfg.train.max_steps * cfg.train.rollouts_per_step,
-         "collapse_alarms": [a.to_dict() for a in detector.alarms], "stopped": logger.stop_reason},
+         "seed": cfg.seed, "rollouts": (cfg.train.max_steps + history.abandoned_steps) * cfg.train.rollouts_per_step,
+         "collapse_alarms": [a.to_dict() for a in detector.alarms], "stopped": logger.stop_reason,
+         "rollbacks": history.to_list()},
     )
     folder.write_summary(summary)
     if wandb_run is not None:
@@ -222,6 +247,110 @@ def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, start
         wandb_run.finish()
     _print_summary(console, folder, summary)
     return summary
+
+
+def _build_trainer(cfg, folder, model, processor, train_set, reward_functions, callbacks, logger, extra_state, history):
+    """The RL trainer of one attempt, at the settings the run's rollbacks left (none: the configured ones)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    from mssr_cli.models.loading import lora_config
+    from mssr_cli.rewards.functions import trl_callable
+    from mssr_cli.training.trainer import RLTrainer
+    from mssr_cli.training.trl_args import grpo_args
+
+    settings = history.settings
+    args = grpo_args(cfg, str(folder.checkpoints))
+    args.learning_rate, args.beta = settings.lr, settings.kl_coef  # TRL's loss reads its beta from args.beta
+    args.seed = args.data_seed = settings.seed  # data order; the rollouts' RNG: RLTrainer.reseed
+    trainer = RLTrainer(
+        model=model,
+        reward_funcs=[trl_callable(f) for f in reward_functions],
+        args=args,
+        train_dataset=train_set,
+        processing_class=processor,
+        callbacks=callbacks,
+        algo_cfg=cfg.algo,
+        keep_checkpoints=cfg.train.keep_checkpoints,
+        peft_config=lora_config(cfg.model),
+        extra_state=extra_state,
+        run_dir=str(folder.path),
+    )
+    trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its dict dumps
+    if cfg.train.log_samples_every:  # what the policy writes: samples.jsonl and a W&B table
+        trainer.sample_count = cfg.train.log_samples
+        logger.samples_every, logger.samples_source = cfg.train.log_samples_every, trainer.pop_samples
+    rolling = cfg.train.on_collapse == "rollback"
+    trainer.keep_initial_checkpoint = rolling
+    trainer.rollback_lr = settings.lr if len(history) else None  # optimizer.pt/scheduler.pt hold the old lr
+    logger.rollbacks = len(history) if rolling or len(history) else None
+    logger.rollbacks_left = max(cfg.train.rollback.max_times - len(history), 0) if rolling else 0
+    logger.abandoned_steps = history.abandoned_steps
+    return trainer
+
+
+def _rollbacks_in(checkpoint: Path) -> list[dict]:
+    """The rollbacks a checkpoint's mssr_state.json knows (it verified against its manifest)."""
+    import json
+
+    from mssr_cli.runs.checkpoints import STATE_FILE
+
+    state = json.loads((checkpoint / STATE_FILE).read_text())
+    return state.get("rollbacks", {}).get("rollbacks", [])
+
+
+def _rollback_target(folder, logger, alarm, warn) -> str | None:
+    """The checkpoint a rollback restores: the newest before the alarm's evidence that verifies (rank 0)."""
+    from mssr_cli.runs import checkpoints
+    from mssr_cli.training.rollback import rollback_step
+
+    found = {logger.rl_step(checkpoints.step_of(c)): c for c in checkpoints.listed(folder.checkpoints)}
+    while (step := rollback_step(found, alarm.evidence_from)) is not None:
+        problem = checkpoints.verify(found[step])
+        if problem is None:
+            return found[step].name
+        warn(f"rollback: skipped {found[step].name}: {problem}")
+        del found[step]
+    return None
+
+
+def _abandon(folder, entry, history) -> None:
+    """On disk, a rollback (rank 0). The order matters to a kill halfway: first the newer checkpoints go (a resume
+    must never continue an abandoned attempt), then the later lines are marked abandoned, last the record; a run
+    killed before the record resumes from the restored checkpoint, replays the same steps and rolls back again."""
+    from mssr_cli.runs import checkpoints
+
+    checkpoints.drop_after(folder.checkpoints, checkpoints.step_of(folder.checkpoints / entry.checkpoint))
+    folder.abandon_after(entry.restored_step, entry.number)
+    folder.write_rollbacks(history.to_list())
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _checkpoint_errors(folder):
+    """A checkpoint that cannot be written (disk full): one line saying which complete one remains."""
+    import contextlib
+
+    from mssr_cli.runs.folder import RunFolderError
+    from mssr_cli.training.trainer import CheckpointWriteError
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except CheckpointWriteError as err:
+            then = (f"`mssr train --resume {folder.path}` continues from {err.newest.name}" if err.newest
+                    else "run the same command again to start over")
+            raise RunFolderError(f"{err.strerror}; the run stopped: free space, then {then}") from err
+
+    return guard()
 
 
 def _save_final_model(trainer, processor, folder, main: bool) -> None:
@@ -254,6 +383,9 @@ def _print_summary(console, folder, summary: dict) -> None:
     if summary.get("collapse_alarms"):
         first = summary["collapse_alarms"][0]
         table.add_row("collapse alarms", f"{len(summary['collapse_alarms'])} (first: {first['rule']} at step {first['step']})")
+    for rollback in summary.get("rollbacks") or []:
+        table.add_row(f"rollback {rollback['number']}", f"{rollback['rule']} at step {rollback['alarm_step']}: back to step "
+                      f"{rollback['restored_step']}, lr {rollback['lr']:g}, KL {rollback['kl_coef']:g}, seed {rollback['seed']}")
     if summary.get("stopped"):
         table.add_row("stopped early", summary["stopped"])
     table.add_row("run folder", str(folder.path))

@@ -25,7 +25,8 @@ Generation runs with a neutral ``generation_config`` (``models.sampling``), so r
 the configured temperature and top-p only, whatever the checkpoint's defaults.
 
 Plus atomic checkpoints that also hold the estimator's state (the value tracker), a copy of the run
-folder's config and metrics, and a manifest of sizes and hashes (``runs.checkpoints``).
+folder's config and metrics, and a manifest of sizes and hashes (``runs.checkpoints``); and, for a
+collapse rollback (``training.rollback``), a resume that replaces the checkpoint's lr and RNG state.
 """
 
 from __future__ import annotations
@@ -110,6 +111,11 @@ class RLTrainer(GRPOTrainer):
         self.last_step: dict = {}  # the latest step's ids, rewards and advantages (tests, debugging)
         self.completion_tokens = 0  # generated so far (train/tokens); saved in each checkpoint
         self.sample_count = 0  # rollouts of each step kept for samples.jsonl (0: none); set by the runner
+        # train.on_collapse=rollback (set by the runner): the lr that replaces the one optimizer.pt and scheduler.pt
+        # were saved with, the seed that replaces the checkpoint's RNG state, and checkpoint-0 kept for good
+        self.rollback_lr: float | None = None
+        self.reseed: int | None = None
+        self.keep_initial_checkpoint = False
         self._samples: dict[int, dict] = {}  # global row -> the latest step's kept rollout
         self._loss_inputs: dict | None = None
         self._reset_step()
@@ -430,6 +436,23 @@ class RLTrainer(GRPOTrainer):
         return EpochRepeatSampler(sampler.data_source, sampler.mini_repeat_count, sampler.batch_size,
                                   sampler.repeat_count, sampler.shuffle, sampler.seed)
 
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        """After a collapse rollback the learning rate is the lowered one, not the one the checkpoint's
+        optimizer.pt (param groups) and scheduler.pt (base_lrs) were saved with."""
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.rollback_lr is not None:
+            set_learning_rate(self.optimizer, self.lr_scheduler, self.rollback_lr)
+
+    def _load_rng_state(self, checkpoint):
+        """A collapse rollback samples new data order and rollouts: the restored checkpoint's RNG state would
+        draw the abandoned ones again."""
+        super()._load_rng_state(checkpoint)
+        if checkpoint is not None and self.reseed is not None:
+            from transformers import set_seed
+
+            set_seed(self.reseed)
+            self.reseed = None
+
     def mssr_state(self) -> dict:
         return {"estimator": self.estimator.state_dict(), "completion_tokens": self.completion_tokens,
                 **{name: obj.state_dict() for name, obj in self.extra_state.items()}}
@@ -493,7 +516,23 @@ class RLTrainer(GRPOTrainer):
         target = os.path.join(final_root, name)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staged, target)
-        checkpoints.drop_old(Path(final_root), self.keep_checkpoints)
+        checkpoints.drop_old(Path(final_root), self.keep_checkpoints, keep_initial=self.keep_initial_checkpoint)
+
+
+def set_learning_rate(optimizer, scheduler, lr: float) -> None:
+    """Make ``lr`` the learning rate from now on: the scheduler's base, and each param group's current value
+    (base x the schedule's factor at its step; 1 for the constant schedule mssr uses)."""
+    groups = optimizer.param_groups
+    scheduler = getattr(scheduler, "scheduler", scheduler)  # a wrapper (accelerate's) holds the torch scheduler
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    step = getattr(scheduler, "last_epoch", 0)
+    current = [lr * f(step) for f in lambdas] if lambdas and len(lambdas) == len(groups) else [lr] * len(groups)
+    for group, value in zip(groups, current, strict=True):
+        group["lr"] = value
+        group["initial_lr"] = lr
+    if hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr] * len(groups)
+        scheduler._last_lr = list(current)  # what Trainer logs as the step's learning_rate, read before step()
 
 
 class CheckpointWriteError(OSError):
