@@ -58,6 +58,7 @@ def write_run(
             "collapse/entropy": 1.0 - step / 100,
             "collapse/entropy_ratio": entropy_ratio.get(step, 1.0),
             "collapse/adv_abs_mean": 0.5 + step / 100,
+            "train/response_length": 20.0 - step / 10,
             "collapse/alarm": 0,
         }
         if step > 0:
@@ -278,7 +279,7 @@ def test_files_written(compared, ablation):
     names = sorted(p.name for p in result.plots)
     assert names == sorted([  # these runs predate train/tokens: no token plot (a warning says so)
         "val_accuracy_vs_steps.png", "val_accuracy_vs_rollouts.png", "val_accuracy_vs_seconds.png",
-        "collapse_entropy_vs_steps.png", "collapse_adv_abs_mean_vs_steps.png",
+        "collapse_entropy_vs_steps.png", "collapse_adv_abs_mean_vs_steps.png", "train_response_length_vs_steps.png",
     ])  # fmt: skip
     for path in result.plots:
         data = path.read_bytes()

@@ -15,6 +15,7 @@ from mssr_cli.reporting.variants import Comparison
 
 ENTROPY = "collapse/entropy"
 ADV_ABS_MEAN = "collapse/adv_abs_mean"
+RESPONSE_LENGTH = "train/response_length"  # a collapse shows here too: reasoning shrinks, or output runs to the cap
 
 
 def plot_file_name(metric: str, x: str) -> str:
@@ -32,7 +33,7 @@ CONTINUOUS_X = ("tokens", "seconds")
 
 def plan(metric: str) -> list[tuple[str, str]]:
     """The (metric, x) pairs to draw; x is one of ``stats.X_AXES``: the metric against every kind of cost."""
-    pairs = [*((metric, x) for x in stats.X_AXES), (ENTROPY, "step"), (ADV_ABS_MEAN, "step")]
+    pairs = [*((metric, x) for x in stats.X_AXES), (ENTROPY, "step"), (ADV_ABS_MEAN, "step"), (RESPONSE_LENGTH, "step")]
     return list(dict.fromkeys(pairs))  # --metric collapse/entropy would draw one curve twice
 
 
