@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mssr_cli.config.compose import compose
 from mssr_cli.runs.folder import RunFolder, summarize
@@ -453,3 +455,90 @@ def test_after_max_times_rollbacks_the_next_alarm_stops(tmp_path, tiny_policy_pa
     assert (tmp_path / "run" / "checkpoints" / f"checkpoint-{stop}").is_dir()  # stopped as on_collapse=stop: saved
     assert summary["collapse_alarms"][-1]["step"] == stop
     assert [m["step"] for m in kept(_lines(tmp_path / "run"))] == list(range(stop + 1))
+
+
+# ---- which checkpoints are kept: the newest healthy one stays -------------------------------------------
+
+_line_values = st.fixed_dictionaries({
+    "ratio": st.none() | st.sampled_from([0.05, 0.5, 1.0]),
+    "fmt": st.none() | st.sampled_from([0.0, 0.3, 0.9, 1.0]),
+    "acc": st.none() | st.sampled_from([0.0, 0.2, 0.5, 0.8]),
+    "val": st.none() | st.sampled_from([0.0, 0.2, 0.4, 0.6]),
+    "loss": st.sampled_from([0.01, 0.01, 0.01, float("nan")]),
+})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_line_values, min_size=1, max_size=40))
+def test_no_later_alarm_implicates_a_checkpoint_below_healthy_before(values):
+    """healthy_before is a lower bound of every future alarm's evidence: a checkpoint it calls healthy is never
+    one a later rollback would have to go behind."""
+    detector = CollapseDetector(CollapseRules())
+    bounds = []
+    for step, v in enumerate(values):
+        for alarm in detector.observe(_line(step, **v)):
+            assert all(alarm.evidence_from is None or alarm.evidence_from >= b for b in bounds), (alarm, bounds)
+        bounds.append(detector.healthy_before())
+        assert bounds[-1] <= step  # the policy just saved is never proven healthy at once
+
+
+def test_healthy_before_follows_the_best_validation_and_a_streak_under_way():
+    detector = CollapseDetector(CollapseRules())
+    for step in range(0, 12):
+        detector.observe(_line(step, fmt=1.0, val=0.4 if step == 5 else (0.3 if step % 5 == 0 else None)))
+    assert detector.healthy_before() == 6  # a val drop's evidence begins after the best validation (step 5)
+    detector.observe(_line(12, fmt=0.1))
+    detector.observe(_line(13, fmt=0.1))
+    assert detector.healthy_before() == 6
+    detector.observe(_line(14, fmt=1.0, val=0.5))  # a new best, and the format streak broken
+    assert detector.healthy_before() == 14
+
+
+def test_drop_old_keeps_the_newest_healthy_checkpoint_besides_the_newest(tmp_path):
+    """The lr 1e-3 MVSR run (seed 0) that rolled back twice: best validation at step 100, checkpoints every 10
+    steps, 2 kept. Without the healthy one, its val_drop at step 175 (evidence from 101) found only checkpoint-0
+    and paid 175 steps; with it, checkpoint-100 is still there."""
+    from mssr_cli.runs.checkpoints import drop_old, listed, step_of
+
+    root = tmp_path / "checkpoints"
+    for step in range(0, 180, 10):
+        (root / f"checkpoint-{step}").mkdir(parents=True)
+        drop_old(root, 2, keep_initial=True, healthy_before=101 if step >= 100 else step)
+    assert [step_of(c) for c in listed(root)] == [0, 100, 160, 170]
+    assert rollback_step([step_of(c) for c in listed(root)], 101) == 100
+    drop_old(root, 2, keep_initial=True, healthy_before=None)  # without it: only checkpoint-0 would be left before 101
+    assert [step_of(c) for c in listed(root)] == [0, 160, 170]
+
+
+def test_a_rolling_run_keeps_its_healthy_checkpoint_and_others_do_not(monkeypatch, tmp_path):
+    """The runner wires the detector's bound (in RL steps) into the trainer's checkpoint pruning (in updates)."""
+    import mssr_cli.training.trainer as trainer_module
+    from mssr_cli.training import runner
+
+    class Stub:
+        healthy_before = None  # as RLTrainer starts
+
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+        def remove_callback(self, _):
+            pass
+
+    monkeypatch.setattr(trainer_module, "RLTrainer", Stub)
+
+    class Logger:
+        updates_per_step = 4
+
+    detector = CollapseDetector(CollapseRules())
+    for step in range(8):
+        detector.observe(_line(step, fmt=1.0, val=0.5 if step == 3 else None))
+    for on_collapse in ("rollback", "warn"):
+        cfg = compose([f"train.on_collapse={on_collapse}", "train.log_samples_every=0"])
+        history = RollbackHistory(RunSettings(cfg.train.lr, cfg.algo.kl_coef, cfg.seed))
+        folder = RunFolder(tmp_path / on_collapse)
+        trainer = runner._build_trainer(cfg, folder, None, None, None, [], [], Logger(), {"collapse_detector": detector},
+                                        history)
+        if on_collapse == "rollback":
+            assert trainer.healthy_before() == 4 * 4  # RL step 4 (after the best validation, step 3) in updates
+        else:
+            assert trainer.healthy_before is None

@@ -117,10 +117,15 @@ def newest_verified(root: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
     return None, skipped
 
 
-def drop_old(root: Path, keep: int, keep_initial: bool = False) -> None:
+def drop_old(root: Path, keep: int, keep_initial: bool = False, healthy_before: int | None = None) -> None:
     """Keep the ``keep`` newest checkpoints (``keep`` >= 1: the newest is never dropped); with ``keep_initial``
-    also checkpoint-0, the policy before RL (a collapse rollback may need to go back that far)."""
-    found = [c for c in listed(root) if not (keep_initial and step_of(c) == 0)]
+    also checkpoint-0, the policy before RL (a collapse rollback may need to go back that far); with
+    ``healthy_before`` (an update step) also the newest checkpoint below it, the newest one a collapse alarm
+    cannot implicate (CollapseDetector.healthy_before), however many newer ones were saved since."""
+    found = listed(root)
+    healthy = [c for c in found if healthy_before is not None and step_of(c) < healthy_before]
+    kept = {healthy[-1]} if healthy else set()
+    found = [c for c in found if c not in kept and not (keep_initial and step_of(c) == 0)]
     for old in found[: max(0, len(found) - max(keep, 1))]:
         shutil.rmtree(old, ignore_errors=True)
 

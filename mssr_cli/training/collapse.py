@@ -206,6 +206,17 @@ class CollapseDetector:
             return max(low, min(starts)) if starts else low
         raise ValueError(f"unknown collapse rule {rule!r}; valid: {', '.join(RULES)}")
 
+    def healthy_before(self) -> int:
+        """A checkpoint at RL step s < this is healthy: no alarm raised from here on can have evidence that
+        begins at or before s. A lower bound of every rule's future ``evidence_from``: a low format or entropy
+        streak under way begins where it began (a new one at the next line: the policy of this step); a val
+        drop begins after the best validation, which can only move later; non-finite values at a later step.
+        ``train.on_collapse=rollback`` keeps the newest checkpoint below it (runs.checkpoints.drop_old)."""
+        bounds = [self.step, _policy_of(self._format_streak_start if self._format_streak else None),
+                  _policy_of(self._entropy_streak_start if self._entropy_streak else None),
+                  None if self._best_val_step is None else self._best_val_step + 1]
+        return min((b for b in bounds if b is not None), default=0)  # nothing observed yet: only checkpoint-0
+
     @property
     def alarm_active(self) -> bool:
         return any(self._active.values())

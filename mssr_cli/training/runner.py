@@ -281,6 +281,9 @@ def _build_trainer(cfg, folder, model, processor, train_set, reward_functions, c
         logger.samples_every, logger.samples_source = cfg.train.log_samples_every, trainer.pop_samples
     rolling = cfg.train.on_collapse == "rollback"
     trainer.keep_initial_checkpoint = rolling
+    if rolling:  # the newest healthy checkpoint stays too: a val_drop's evidence can reach back past the newest few
+        detector, updates = extra_state["collapse_detector"], logger.updates_per_step
+        trainer.healthy_before = lambda: detector.healthy_before() * updates
     trainer.rollback_lr = settings.lr if len(history) else None  # optimizer.pt/scheduler.pt hold the old lr
     logger.rollbacks = len(history) if rolling or len(history) else None
     logger.rollbacks_left = max(cfg.train.rollback.max_times - len(history), 0) if rolling else 0

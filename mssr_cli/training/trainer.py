@@ -116,6 +116,7 @@ class RLTrainer(GRPOTrainer):
         self.rollback_lr: float | None = None
         self.reseed: int | None = None
         self.keep_initial_checkpoint = False
+        self.healthy_before = None  # () -> the update step below which a checkpoint is healthy (kept); None: not kept
         self._samples: dict[int, dict] = {}  # global row -> the latest step's kept rollout
         self._loss_inputs: dict | None = None
         self._reset_step()
@@ -516,7 +517,8 @@ class RLTrainer(GRPOTrainer):
         target = os.path.join(final_root, name)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staged, target)
-        checkpoints.drop_old(Path(final_root), self.keep_checkpoints, keep_initial=self.keep_initial_checkpoint)
+        checkpoints.drop_old(Path(final_root), self.keep_checkpoints, keep_initial=self.keep_initial_checkpoint,
+                             healthy_before=self.healthy_before() if self.healthy_before else None)
 
 
 def set_learning_rate(optimizer, scheduler, lr: float) -> None:
