@@ -30,6 +30,7 @@ def write_run(
     entropy_ratio=None,
     step_seconds=None,
     alarms=(),
+    rollbacks=(),
     complete=True,
     last_line_cut=False,
     tokens_per_step=None,
@@ -80,6 +81,8 @@ def write_run(
             "start_val_accuracy": finals[0], "final_val_accuracy": finals[-1], "best_val_accuracy": max(finals),
             "best_step": None, "wall_seconds": 1.0, "stopped": None,
             "collapse_alarms": [{"rule": r, "step": 5, "message": "m", "value": 0.1, "threshold": 0.2} for r in alarms],
+            "rollbacks": [{"number": i + 1, "rule": rule, "alarm_step": alarm, "restored_step": restored}
+                          for i, (rule, alarm, restored) in enumerate(rollbacks)],
         }  # fmt: skip
         (folder / "summary.json").write_text(json.dumps(summary))
     return folder
@@ -366,3 +369,23 @@ def test_cost_to_target_in_tokens_and_seconds(tmp_path, monkeypatch):
     assert {"val_accuracy_vs_tokens.png", "val_accuracy_vs_seconds.png"} <= names
     # the two GRPO seeds, drawn against steps, rollouts, tokens and seconds: the last two interpolated
     assert [i for n, i in drawn if n == 2][:4] == [False, False, True, True]
+
+
+def test_rollbacks_count_as_alarms_with_the_steps_they_abandoned(tmp_path):
+    """A rollback's alarm is not in collapse_alarms (the detector went back with the checkpoint): the compare
+    counts it, and the extra steps are per seed (alarm step - restored step) summed, mean over seeds:
+    seed 0: (142 - 130) + (175 - 100) = 87; seed 1: 0; seed 2: 198 - 190 = 8 -> 95 / 3 = 31.7."""
+    for seed, rollbacks in enumerate([[("format_collapse", 142, 130), ("val_drop", 175, 100)], [],
+                                      [("format_collapse", 198, 190)]]):
+        write_run(tmp_path / f"rb__s{seed}", algo="mvsr", variant="rb", seed=seed, rollouts_per_step=8,
+                  val=steps(0.1, 0.3), rollbacks=rollbacks)
+    write_run(tmp_path / "grpo__s0", algo="grpo", seed=0, rollouts_per_step=8, val=steps(0.1, 0.2))
+    result = run_compare([tmp_path], console=quiet())
+    with result.csv.open(newline="") as f:
+        records = {r["variant"]: r for r in csv.DictReader(f)}
+    rb = records["rb"]
+    assert (rb["runs_with_alarms"], rb["alarm_rules"]) == ("2", "format_collapse;val_drop")
+    assert (rb["rollbacks"], rb["runs_with_rollbacks"]) == ("3", "2")
+    assert float(rb["extra_steps_mean"]) == pytest.approx(95 / 3)
+    assert records["grpo"]["rollbacks"] == "0" and records["grpo"]["extra_steps_mean"] == ""
+    assert "3 rollbacks in 2 runs (+31.7 steps/run)" in result.markdown.read_text()

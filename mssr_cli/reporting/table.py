@@ -17,7 +17,7 @@ CSV_COLUMNS = [
     "reached", "steps_to_target", "steps_ratio", "rollouts_to_target", "rollouts_ratio",
     "tokens_to_target", "tokens_ratio", "seconds_to_target", "seconds_ratio",
     "entropy_ratio_lowest_mean", "entropy_ratio_lowest_worst", "entropy_ratio_worst_run",
-    "runs_with_alarms", "alarm_rules", "step_seconds_median",
+    "runs_with_alarms", "alarm_rules", "rollbacks", "runs_with_rollbacks", "extra_steps_mean", "step_seconds_median",
 ]  # fmt: skip
 
 
@@ -73,7 +73,11 @@ def _entropy(row: VariantRow, sep: str) -> str:
 
 def _alarms(row: VariantRow, sep: str) -> str:
     text = f"{row.runs_with_alarms}/{row.seeds}"
-    return text + (f":{sep}{', '.join(row.alarm_rules)}" if row.alarm_rules else "")
+    text += f":{sep}{', '.join(row.alarm_rules)}" if row.alarm_rules else ""
+    if row.rollbacks:  # train.on_collapse=rollback: what it did, and the steps it threw away
+        text += (f";{sep}{row.rollbacks} rollback{'s' if row.rollbacks > 1 else ''} in {row.runs_with_rollbacks} "
+                 f"run{'s' if row.runs_with_rollbacks > 1 else ''} (+{_count(row.extra_steps)} steps/run)")
+    return text
 
 
 def headers(cmp: Comparison) -> list[str]:
@@ -96,7 +100,8 @@ CONSOLE_LEGEND = (
     "final, best: mean ± std over seeds (min–max); 95% CI: bootstrap interval of the mean final value; "
     "IQM: interquartile mean of the final values; P(impr.): chance that a seed ends above a reference seed "
     "(ties half) [95% CI]; (0.50x): ratio to the reference; "
-    "min entropy ratio: lowest collapse/entropy_ratio, mean over seeds (worst seed); s/step: median; "
+    "min entropy ratio: lowest collapse/entropy_ratio, mean over seeds (worst seed); runs with alarms: with the "
+    "collapse rollbacks and the steps they abandoned, mean over seeds; s/step: median; "
     "inc.: incomplete runs (no summary.json)."
 )
 
@@ -208,6 +213,9 @@ def csv_records(cmp: Comparison) -> list[dict]:
             "entropy_ratio_worst_run": row.entropy_ratio_worst_run,
             "runs_with_alarms": row.runs_with_alarms,
             "alarm_rules": ";".join(row.alarm_rules),
+            "rollbacks": row.rollbacks,
+            "runs_with_rollbacks": row.runs_with_rollbacks,
+            "extra_steps_mean": row.extra_steps,
             "step_seconds_median": row.step_seconds_median,
         })  # fmt: skip
     return records

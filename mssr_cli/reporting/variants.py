@@ -53,6 +53,9 @@ class VariantRow:
     final_iqm: float | None = None  # interquartile mean of the final values
     prob_improvement: float | None = None  # P(final > a reference seed's final), ties half; None for the reference
     prob_improvement_ci95: stats.Interval | None = None  # None when either side has fewer than 2 seeds
+    rollbacks: int = 0  # collapse rollbacks (train.on_collapse=rollback), all seeds together
+    runs_with_rollbacks: int = 0
+    extra_steps: float | None = None  # RL steps trained and then abandoned by rollbacks, mean over seeds; None: none
 
     @property
     def seeds(self) -> int:
@@ -166,8 +169,20 @@ def _to_target(runs: list[Run], metric: str, target: float | None) -> tuple[dict
     return {x: stats.mean_or_none(v) for x, v in costs.items()}, reached
 
 
+def _rollbacks(run: Run) -> list[dict]:
+    """The run's collapse rollbacks (summary.json); their alarms are not in ``collapse_alarms``: the detector
+    state went back with the checkpoint."""
+    return [r for r in (run.summary or {}).get("rollbacks") or [] if isinstance(r, dict)]
+
+
+def _extra_steps(run: Run) -> int:
+    """RL steps a run trained and then abandoned (each rollback: from the restored step to the alarm's)."""
+    return sum(int(r.get("alarm_step", 0)) - int(r.get("restored_step", 0)) for r in _rollbacks(run))
+
+
 def _alarms(run: Run) -> tuple[bool, list[str]]:
     rules = [a.get("rule", "?") for a in (run.summary or {}).get("collapse_alarms") or [] if isinstance(a, dict)]
+    rules += [r.get("rule", "?") for r in _rollbacks(run)]
     raised = bool(rules) or any(line.get("collapse/alarm") == 1 for line in run.metrics)
     if raised and not rules:
         rules = ["rule not recorded (incomplete run)"]
@@ -225,4 +240,7 @@ def _row(
         final_iqm=stats.iqm(finals) if finals else None,
         prob_improvement=float(stats.probability_of_improvement(finals, ref_finals)) if compared else None,
         prob_improvement_ci95=stats.improvement_interval(finals, ref_finals) if compared else None,
+        rollbacks=sum(len(_rollbacks(run)) for run in runs),
+        runs_with_rollbacks=sum(bool(_rollbacks(run)) for run in runs),
+        extra_steps=stats.mean_or_none([_extra_steps(run) for run in runs]) if any(map(_rollbacks, runs)) else None,
     )
