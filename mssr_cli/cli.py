@@ -160,6 +160,7 @@ def compare(
     metric: Annotated[str, typer.Option("--metric", help="Metric to compare (any metrics.jsonl key).")] = "val/accuracy",
     reference: Annotated[str | None, typer.Option("--reference", help="Reference variant (default: grpo if present, else the first).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Folder for compare.md, compare.csv and the plots.")] = None,
+    target: Annotated[float | None, typer.Option("--target", help="Measure the cost of reaching this value (default: the reference's final mean).")] = None,
 ) -> None:
     """Compare runs grouped by variant (seeds together): final and best metric, steps and rollouts to
     reach the reference's final value, lowest entropy ratio, collapse alarms, time per step.
@@ -169,7 +170,7 @@ def compare(
     from mssr_cli.reporting.compare import CompareError, run_compare
 
     try:
-        run_compare(list(paths), metric=metric, reference=reference, out=out)
+        run_compare(list(paths), metric=metric, reference=reference, out=out, target=target)
     except CompareError as err:
         fail(str(err))
 

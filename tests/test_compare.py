@@ -389,3 +389,29 @@ def test_rollbacks_count_as_alarms_with_the_steps_they_abandoned(tmp_path):
     assert float(rb["extra_steps_mean"]) == pytest.approx(95 / 3)
     assert records["grpo"]["rollbacks"] == "0" and records["grpo"]["extra_steps_mean"] == ""
     assert "3 rollbacks in 2 runs (+31.7 steps/run)" in result.markdown.read_text()
+
+
+def test_a_given_target_replaces_the_references_final(ablation, tmp_path):
+    """Worked example at --target 0.5: grpo first reaches it at step 30; mvsr at 20 (seed 0) and 10 (seed 1):
+    15 steps, 0.5x; mssr at 20 in both seeds: 0.67x. At 0.1 every run starts there: the reference's cost is 0,
+    so no ratio is printed (not "-x")."""
+    result = run_compare([ablation], out=tmp_path / "t05", target=0.5, console=quiet())
+    with result.csv.open(newline="") as f:
+        records = {r["variant"]: r for r in csv.DictReader(f)}
+    assert float(records["grpo"]["target"]) == 0.5 and records["grpo"]["steps_to_target"] == "30"
+    assert records["mvsr"]["steps_to_target"] == "15" and float(records["mvsr"]["steps_ratio"]) == pytest.approx(0.5)
+    assert float(records["mssr"]["steps_ratio"]) == pytest.approx(20 / 30)
+    assert "val/accuracy >= 0.500, given with --target" in result.markdown.read_text()
+
+    text = run_compare([ablation], out=tmp_path / "t01", target=0.1, console=quiet()).markdown.read_text()
+    assert "-x" not in text and "| 0 | 0 |" in text
+    with pytest.raises(CompareError, match="--target must be a finite number"):
+        run_compare([ablation], out=tmp_path / "nan", target=float("nan"), console=quiet())
+
+
+def test_the_cli_passes_target_through(ablation, tmp_path):
+    out = subprocess.run([sys.executable, "-c", "import sys; from mssr_cli.cli import app; sys.argv = ['mssr', *sys.argv[1:]]; app()",
+                          "compare", str(ablation), "--target", "0.5", "--out", str(tmp_path / "cli")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "given with --target" in (tmp_path / "cli" / "compare.md").read_text()

@@ -48,6 +48,7 @@ def run_compare(
     reference: str | None = None,
     out: Path | None = None,
     console=None,
+    target: float | None = None,
 ) -> CompareResult:
     """Compare the runs at or under ``paths`` (run folders or folders of run folders) by variant.
 
@@ -63,7 +64,7 @@ def run_compare(
     runs, warnings = read_runs(paths)
     if not runs:
         raise CompareError(f"no readable runs (every run folder lacks metrics.jsonl) in {', '.join(map(str, paths))}")
-    cmp = compare_variants(runs, metric, reference)
+    cmp = compare_variants(runs, metric, reference, target)
     warnings += duplicate_seed_warnings(cmp.groups) + few_seed_warnings(cmp)
 
     out = Path(out) if out is not None else default_out(paths)

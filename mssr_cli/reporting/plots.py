@@ -52,12 +52,13 @@ def write_plots(cmp: Comparison, out: Path, warnings: list[str]) -> list[Path]:
             continue
         target = cmp.target if key == cmp.metric else None
         path = out / plot_file_name(key, "steps" if x == "step" else x)
-        _draw(bands, key, XLABELS[x], target, cmp.reference, path)
+        _draw(bands, key, XLABELS[x], target, None if cmp.target_given else cmp.reference, path)
         written.append(path)
     return written
 
 
-def _draw(bands: dict[str, stats.Band], metric: str, xlabel: str, target: float | None, reference: str, path: Path) -> None:
+def _draw(bands: dict[str, stats.Band], metric: str, xlabel: str, target: float | None, reference: str | None, path: Path) -> None:
+    """``reference``: whose final value the target is (None: a target given with --target)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -70,7 +71,7 @@ def _draw(bands: dict[str, stats.Band], metric: str, xlabel: str, target: float 
         if max(b.seeds) > 1:
             ax.fill_between(b.x, b.low, b.high, color=line.get_color(), alpha=0.2, linewidth=0)
     if target is not None:
-        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target ({reference} final, {target:.3f})")
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target ({reference} final, {target:.3f})" if reference else f"target ({target:.3f})")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} vs {xlabel} (mean over seeds, band: min-max)")

@@ -54,7 +54,7 @@ def _improvement(row: VariantRow, sep: str) -> str:
 def _to_target(row: VariantRow, value: float | None, ratio: float | None, sep: str) -> str:
     if row.reached == 0:
         return f"never (0/{row.seeds})"
-    notes = [] if row.is_reference else [f"{_num(ratio, 2)}x"]
+    notes = [] if row.is_reference or ratio is None else [f"{_num(ratio, 2)}x"]  # None: the reference's cost was 0
     if row.reached < row.seeds:
         notes.append(f"{row.reached}/{row.seeds} reached")
     return _count(value) + (f"{sep}({', '.join(notes)})" if notes else "")
@@ -133,10 +133,10 @@ def target_line(cmp: Comparison) -> str:
     ref = cmp.groups[cmp.reference]
     if cmp.target is None:
         return f"Reference: {cmp.reference} ({len(ref)} seeds), which logged no {cmp.metric}: no target."
+    what = "given with --target" if cmp.target_given else "the reference's final value (mean over its seeds)"
     return (
-        f"Reference: {cmp.reference} ({len(ref)} seeds); target: {cmp.metric} >= {cmp.target:.3f}, the reference's "
-        f"final value (mean over its seeds); steps/rollouts/tokens/seconds to target: per seed the first step reaching it, "
-        f"mean over the seeds that did."
+        f"Reference: {cmp.reference} ({len(ref)} seeds); target: {cmp.metric} >= {cmp.target:.3f}, {what}; "
+        f"steps/rollouts/tokens/seconds to target: per seed the first step reaching it, mean over the seeds that did."
     )
 
 

@@ -12,6 +12,7 @@ reference (higher is better, as for the target).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from mssr_cli.reporting import stats
@@ -66,9 +67,10 @@ class VariantRow:
 class Comparison:
     metric: str
     reference: str
-    target: float | None  # the reference's mean final metric value
+    target: float | None  # the reference's mean final metric value, or the one given (``target_given``)
     rows: list[VariantRow]  # reference first, then the variants in the order they were found
     groups: dict[str, list[Run]]  # same order as rows
+    target_given: bool = False  # --target: a fixed value, not the reference's final
 
 
 def group_by_variant(runs: list[Run]) -> dict[str, list[Run]]:
@@ -95,22 +97,26 @@ def check_metric(runs: list[Run], metric: str) -> None:
         raise CompareError(f"no run logged metric {metric!r}; logged: {', '.join(known) or 'nothing'}")
 
 
-def compare_variants(runs: list[Run], metric: str, reference: str | None = None) -> Comparison:
+def compare_variants(runs: list[Run], metric: str, reference: str | None = None, target: float | None = None) -> Comparison:
+    """``target``: the value whose cost to reach is measured (default: the reference's mean final value)."""
     if not runs:
         raise CompareError("no runs to compare")
+    if target is not None and not math.isfinite(target):
+        raise CompareError(f"--target must be a finite number, not {target}")
     check_metric(runs, metric)
     groups = group_by_variant(runs)
     ref = pick_reference(list(groups), reference)
     groups = {ref: groups[ref], **{v: rs for v, rs in groups.items() if v != ref}}
 
     ref_finals = [_final(run, metric) for run in groups[ref]]
-    target = stats.mean_or_none(ref_finals)
+    given = target is not None
+    target = target if given else stats.mean_or_none(ref_finals)
     ref_cost, _ = _to_target(groups[ref], metric, target)
     rows = [
         _row(variant, rs, metric, target, variant == ref, ref_cost, ref_finals)
         for variant, rs in groups.items()
     ]
-    return Comparison(metric=metric, reference=ref, target=target, rows=rows, groups=groups)
+    return Comparison(metric=metric, reference=ref, target=target, rows=rows, groups=groups, target_given=given)
 
 
 def duplicate_seed_warnings(groups: dict[str, list[Run]]) -> list[str]:
