@@ -131,7 +131,7 @@ def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, start
     layout = steps_layout(cfg)
     # the folder holds this run (or none), the newest checkpoint that verifies, the start written
     resume = folder.prepare(cfg, overrides, warn, layout["updates_per_step"]) if main else None
-    console.print(f"Run folder: [bold]{folder.path}[/bold]  ({threads} CPU threads)")
+    console.print(f"Run folder: [bold]{folder.path}[/bold]  ({threads} CPU thread{'s' if threads != 1 else ''})")
     wandb_plan = _wandb_plan(cfg, folder, overrides) if main else None
     if wandb_plan is not None and wandb_plan.note:
         console.print(wandb_plan.note, markup=False, highlight=False, soft_wrap=True)
