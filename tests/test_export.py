@@ -91,7 +91,7 @@ def test_merged_lora_gives_the_adapted_logits(lora_run, lora_export):
     adapted_logits = _logits(adapted, processor)
 
     torch.testing.assert_close(_logits(merged, processor), adapted_logits, atol=1e-4, rtol=0)
-    assert (adapted_logits - base_logits).abs().max() > 1.0  # the adapter mattered: 10,000x the tolerance above
+    assert (adapted_logits - base_logits).abs().max() > 1e-2  # the adapter mattered: 100x the tolerance above
     assert json.loads((lora_export / EXPORT_FILE).read_text()) | {"time": None} == {
         "run": lora_run.name, "run_dir": str(lora_run), "source": "model", "merged": True, "base_model": base_path,
         "preset": "tiny", "time": None}

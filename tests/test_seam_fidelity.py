@@ -197,5 +197,5 @@ def test_tracker_kl_without_a_kl_loss_under_lora(tmp_path_factory, tiny_policy_p
     rec = record_run(tmp_path_factory, ["algo=mvsr", "algo.kl_coef=0", "model.lora.enabled=true", "model.lora.r=8",
                                         "model.lora.dropout=0", "train.lr=1e-2", *SHORT])
     assert len(rec.updates) == 2 and rec.finishes[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # adapters start at zero
-    assert rec.finishes[1]["kl"] > 1e-3  # one update later the adapted policy has moved from the base
+    assert rec.finishes[1]["kl"] > 1e-5  # one update later the adapted policy has moved from the base (10x the bound above)
     assert all("tracker/ref_pass_seconds" in line for line in rec.lines)

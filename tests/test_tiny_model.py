@@ -38,6 +38,7 @@ def test_built_model_reloads_offline_with_auto_classes(tiny_policy_path):
     assert sum(text_cfg["rope_parameters"]["mrope_section"]) == head_dim // 2
 
 
+@pytest.mark.trajectory
 def test_warm_started_policy_follows_the_format_and_beats_chance(tiny_policy_path, base_cfg):
     from mssr_cli.data.registry import load_split
     from mssr_cli.models.loading import load_policy

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mssr_cli.thresholds import at_least
+
 
 @dataclass
 class WarmStartResult:
@@ -96,7 +98,7 @@ def warm_start(
                 progress.update(task, advance=1, description=f"warm start (loss {loss.item():.2f}, acc {metrics['accuracy']:.2f})")
             if step % check_every == 0:
                 metrics = greedy_accuracy(model, processor, check_set, max_new_tokens=max_new_tokens)
-                if metrics["accuracy"] >= target_accuracy:
+                if at_least(metrics["accuracy"], target_accuracy):
                     if progress:
                         progress.update(task, total=step, completed=step, description=f"warm start (acc {metrics['accuracy']:.2f})")
                     model.eval()

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Targets are means of floats (e.g. (0.6 + 0.6) / 2 can land a hair above 0.6): a run that
-# logged exactly the target value has reached it.
-REACH_TOLERANCE = 1e-9
+from mssr_cli.thresholds import TOLERANCE, at_least
+
 
 
 def _number(value) -> float | None:
@@ -78,9 +77,10 @@ def lowest_value(series: list[tuple[float, float]]) -> float | None:
 
 
 def first_reaching(series: list[tuple[float, float]], target: float) -> float | None:
-    """The first x whose value is >= target (None if it never is)."""
+    """The first x whose value is >= target (None if it never is). Targets are means of floats ((0.6 + 0.6) / 2
+    can land a hair above 0.6): a value on the target, within ``thresholds.TOLERANCE``, has reached it."""
     for at, value in series:
-        if value >= target - REACH_TOLERANCE:
+        if at_least(value, target):
             return at
     return None
 
@@ -199,7 +199,9 @@ def probability_of_improvement(x, y, axis: int = -1):
     """
     x = np.moveaxis(np.asarray(x, dtype=float), axis, -1)[..., :, None]  # [..., n, 1]
     y = np.moveaxis(np.asarray(y, dtype=float), axis, -1)[..., None, :]  # [..., 1, m]
-    return np.mean((x > y) + 0.5 * (x == y), axis=(-2, -1))  # [...]
+    # finals within thresholds.TOLERANCE are a tie: the same k of n items, rounded two ways, is not a win
+    wins, ties = x > y + TOLERANCE, np.abs(x - y) <= TOLERANCE  # [..., n, m]
+    return np.mean(wins + 0.5 * ties, axis=(-2, -1))  # [...]
 
 
 def bootstrap_interval(samples: list[list[float]], statistic) -> Interval | None:

@@ -20,6 +20,10 @@ Four rules, each with a reason to exist:
 - ``nonfinite``: a loss or grad norm that is None/NaN/inf; the update that follows would
   corrupt the weights, so it alarms at once.
 
+Every threshold decides its boundary as written, through ``mssr_cli.thresholds``: a fall of exactly
+``val_drop`` (0.4 to 0.3, which floats make 0.10000000000000003) is not "more than" it, a rate exactly at
+``format_rate_below`` is not below it; a value within 1e-6 of its threshold counts as on it.
+
 Each rule raises one ``Alarm`` when it becomes true and stays quiet while it stays true; it
 can raise again only after it has cleared. A metric that is missing (or None, for the
 threshold rules) from a line is no evidence either way: counters and bests stay as they are.
@@ -38,6 +42,8 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, fields
+
+from mssr_cli.thresholds import above, below
 
 ENTROPY_RULE = "entropy_collapse"
 VAL_DROP_RULE = "val_drop"
@@ -239,23 +245,23 @@ class CollapseDetector:
         ratio = _finite(line.get(ENTROPY_RATIO_KEY))
         if ratio is not None:
             self._last_entropy_ratio = ratio
-            self._entropy_streak = self._entropy_streak + 1 if ratio < self.rules.entropy_ratio_below else 0
+            self._entropy_streak = self._entropy_streak + 1 if below(ratio, self.rules.entropy_ratio_below) else 0
             self._entropy_streak_start = _streak_start(self._entropy_streak, self._entropy_streak_start, self.step)
         fmt = _finite(line.get(FORMAT_RATE_KEY))
         if fmt is not None:
             self._last_format_rate = fmt
-            self._format_streak = self._format_streak + 1 if fmt < self.rules.format_rate_below else 0
+            self._format_streak = self._format_streak + 1 if below(fmt, self.rules.format_rate_below) else 0
             self._format_streak_start = _streak_start(self._format_streak, self._format_streak_start, self.step)
         acc = _finite(line.get(TRAIN_ACCURACY_KEY))
         if acc is not None:
             self._train_acc.append(acc)
             smoothed = self._smoothed_train_acc()
-            if smoothed is not None and (self._best_train_acc is None or smoothed > self._best_train_acc):
+            if smoothed is not None and (self._best_train_acc is None or above(smoothed, self._best_train_acc)):
                 self._best_train_acc, self._best_train_step = smoothed, self.step
         val = _finite(line.get(VAL_ACCURACY_KEY))
         if val is not None:
             self._last_val = val
-            if self._best_val is None or val > self._best_val:  # ties keep the earlier step
+            if self._best_val is None or above(val, self._best_val):  # ties keep the earlier step
                 self._best_val, self._best_val_step = val, self.step
 
     def _smoothed_train_acc(self) -> float | None:
@@ -284,7 +290,7 @@ class CollapseDetector:
         drop = self._best_val - self._last_val
         message = (f"val accuracy {_fmt(self._last_val)} is {_fmt(drop)} below its best {_fmt(self._best_val)}"
                    f" (> {_fmt(self.rules.val_drop)})")
-        return drop > self.rules.val_drop, message, self._last_val, self.rules.val_drop
+        return above(drop, self.rules.val_drop), message, self._last_val, self.rules.val_drop
 
     def _format_collapse(self):
         if self._last_format_rate is None:
@@ -300,25 +306,25 @@ class CollapseDetector:
     def _degradation(self) -> list[str]:
         """Evidence that output is getting worse, one phrase each; empty when there is none."""
         rules, evidence = self.rules, []
-        if self._last_format_rate is not None and self._last_format_rate < rules.format_rate_below:
+        if self._last_format_rate is not None and below(self._last_format_rate, rules.format_rate_below):
             evidence.append(f"format rate fell to {_fmt(self._last_format_rate)} (< {_fmt(rules.format_rate_below)})")
         smoothed = self._smoothed_train_acc()
-        if smoothed is not None and self._best_train_acc - smoothed > rules.val_drop:
+        if smoothed is not None and above(self._best_train_acc - smoothed, rules.val_drop):
             evidence.append(f"train accuracy (mean of {rules.accuracy_window} steps) fell to {_fmt(smoothed)}"
                             f" from its best {_fmt(self._best_train_acc)}")
-        if self._last_val is not None and self._best_val - self._last_val > rules.val_drop:
+        if self._last_val is not None and above(self._best_val - self._last_val, rules.val_drop):
             evidence.append(f"val accuracy fell to {_fmt(self._last_val)} from its best {_fmt(self._best_val)}")
         return evidence
 
     def _degradation_starts(self) -> list[int]:
         """Where each piece of degradation evidence (``_degradation``) begins, as evidence_from steps."""
         rules, starts = self.rules, []
-        if self._last_format_rate is not None and self._last_format_rate < rules.format_rate_below:
+        if self._last_format_rate is not None and below(self._last_format_rate, rules.format_rate_below):
             starts.append(_policy_of(self._format_streak_start))
         smoothed = self._smoothed_train_acc()
-        if smoothed is not None and self._best_train_acc - smoothed > rules.val_drop and self._best_train_step is not None:
+        if smoothed is not None and above(self._best_train_acc - smoothed, rules.val_drop) and self._best_train_step is not None:
             starts.append(self._best_train_step)  # the policy after the best window sampled the first worse line
-        if self._last_val is not None and self._best_val - self._last_val > rules.val_drop and self._best_val_step is not None:
+        if self._last_val is not None and above(self._best_val - self._last_val, rules.val_drop) and self._best_val_step is not None:
             starts.append(self._best_val_step + 1)
         return [s for s in starts if s is not None]
 
