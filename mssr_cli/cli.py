@@ -98,14 +98,17 @@ def ablate(
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per variant (0..N-1).")] = 1,
     out: Annotated[Path | None, typer.Option("--out", help="Ablation folder (default: runs/ablate__<algo>__<overrides hash>).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and exit.")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="executor=slurm: submit and return at once (watch with `mssr status DIR`).")] = False,
 ) -> None:
     """Run the base config and each ablation variant with identical settings and seeds, then compare.
 
     Variants: no_shaping (= MVSR), entropy_loss, cross_modal_kl, no_clip_high, per_prompt_rho,
     sampled_entropy, monotone_schedule, grpo. Each run is an ordinary run folder inside the
-    ablation folder; running the same command again skips finished runs."""
+    ablation folder; running the same command again skips finished runs (and, with executor=slurm,
+    runs whose job is queued or running, and resubmits the others as resumes)."""
     from mssr_cli.config.compose import ConfigError
     from mssr_cli.console import fail, stdout_console
+    from mssr_cli.executors.slurm import SlurmError
     from mssr_cli.experiments.ablate import run_ablation
     from mssr_cli.reporting.compare import CompareError
 
@@ -113,8 +116,8 @@ def ablate(
         fail("--no-shaping and --variants: give one of them")
     chosen = ["no_shaping"] if no_shaping else [v.strip() for v in variants.split(",") if v.strip()] if variants else None
     try:
-        run_ablation(list(overrides or []), chosen, seeds, out, dry_run, stdout_console())
-    except ConfigError as err:
+        run_ablation(list(overrides or []), chosen, seeds, out, dry_run, stdout_console(), wait=not no_wait)
+    except (ConfigError, SlurmError) as err:
         fail(str(err))
     except CompareError as err:  # the runs are on disk; only the comparison had nothing to compare
         fail(f"compare after the runs: {err}")
@@ -183,28 +186,72 @@ def sweep(
     max_runs: Annotated[int | None, typer.Option("--max-runs", help="Run at most N parameter sets.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Sweep folder (default: runs/sweep__<name>).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and exit.")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="executor=slurm: submit and return at once (watch with `mssr status DIR`).")] = False,
 ) -> None:
-    """Run a W&B sweep file locally (--local), as ordinary runs, then compare them.
+    """Run a W&B sweep file locally (--local), or as SLURM jobs (executor=slurm), as ordinary runs, then compare them.
 
     With a W&B server use W&B's own agent instead: `wandb login` (or WANDB_API_KEY), `wandb sweep FILE`,
     then `wandb agent <entity/project/sweep_id>`; the file's command (`mssr train ${args_no_hyphens}`) is
     the same either way, and under the agent each run logs online to the sweep (not offline)."""
     from mssr_cli.config.compose import ConfigError
     from mssr_cli.console import fail, stdout_console
+    from mssr_cli.executors.slurm import SlurmError
     from mssr_cli.experiments.sweep import load_sweep, run_local_sweep
     from mssr_cli.reporting.compare import CompareError
 
+    overrides = list(overrides or [])
     try:
-        if not local:
+        if not local and "executor=slurm" not in overrides:
             load_sweep(file)  # still check the file
             fail(f"{file}: on a W&B server run `wandb login` (or set WANDB_API_KEY), `wandb sweep {file}`, then "
                  "`wandb agent <entity/project/sweep_id>` (its runs log online to the sweep); "
-                 "add --local to run it here without one")
-        run_local_sweep(file, max_runs, out, dry_run, stdout_console(), list(overrides or []))
-    except ConfigError as err:
+                 "add --local to run it here without one (or executor=slurm to run it as SLURM jobs)")
+        run_local_sweep(file, max_runs, out, dry_run, stdout_console(), overrides, wait=not no_wait)
+    except (ConfigError, SlurmError) as err:
         fail(str(err))
     except CompareError as err:  # the runs are on disk; only the comparison had nothing to compare
         fail(f"compare after the runs: {err}")
+
+
+@app.command()
+def status(
+    folder: Annotated[Path, typer.Argument(help="A batch folder (an ablation or sweep folder).")],
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh in place every few seconds until every run is done (Ctrl-C stops watching).")] = False,
+) -> None:
+    """One line per run of a batch: done, queued, running (step N of M, last val/accuracy), failed (its error),
+    cancelled, preempted, timed out, or stopped. Reads the run folders and, for SLURM jobs, sacct.
+    Exit code 0 when every run is done, 1 otherwise."""
+    from mssr_cli.console import fail, stdout_console
+    from mssr_cli.executors.slurm import SlurmError
+    from mssr_cli.experiments.status import StatusError, batch_status, print_status, watch_status
+
+    try:
+        rows = watch_status(folder, stdout_console()) if watch else batch_status(folder)
+    except (StatusError, SlurmError) as err:
+        fail(str(err))
+    if rows is None:  # Ctrl-C while watching
+        raise typer.Exit(1)
+    if not watch:
+        print_status(rows, stdout_console())
+    raise typer.Exit(0 if all(r.status == "done" for r in rows) else 1)
+
+
+@app.command()
+def cancel(
+    folder: Annotated[Path, typer.Argument(help="A batch folder whose runs were submitted with executor=slurm.")],
+) -> None:
+    """Cancel a batch's queued and running SLURM jobs (scancel). Their run folders stay: the batch's command,
+    run again, resubmits them as resumes of their newest checkpoints."""
+    from mssr_cli.console import fail, stdout_console
+    from mssr_cli.executors.slurm import SlurmError
+    from mssr_cli.experiments.status import StatusError, cancel_batch
+
+    try:
+        cancelled = cancel_batch(folder)
+    except (StatusError, SlurmError) as err:
+        fail(str(err))
+    stdout_console().print(f"cancelled {len(cancelled)} job(s)" + (f": {', '.join(cancelled)}" if cancelled else
+                                                                     " (none was queued or running)"), markup=False)
 
 
 @app.command()

@@ -47,6 +47,7 @@ EXPECTED_CHOICE_KEYS = {
     "algo.name", "algo.estimator", "algo.tracker.schedule", "algo.shaping.entropy", "algo.loss_agg",
     "algo.entropy_bonus", "model.preset", "model.dtype", "model.attn_implementation", "data.name",
     "train.bf16", "train.vllm_mode", "train.on_collapse", "logging.wandb", "launcher.name",
+    "executor.name",
 }
 
 # The cases, by hand: (override, accepted?)
@@ -172,7 +173,7 @@ def test_every_key_with_choices_refuses_an_unknown_value_naming_them():
 def test_choices_that_list_conf_groups_follow_the_folders():
     rules = dict(CHOICES)
     for key_, group in [("algo.name", "algo"), ("model.preset", "model"), ("data.name", "data"),
-                        ("launcher.name", "launcher")]:
+                        ("launcher.name", "launcher"), ("executor.name", "executor")]:
         assert rules[key_].valid_choices() == group_options(group)
 
 

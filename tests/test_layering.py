@@ -2,7 +2,7 @@
 
 Nothing imports training except cli (experiments run `mssr train` as a subprocess); data and models
 know no evaluation. What two of them share lives below both: the run folder on disk (runs/), model
-generation and sampling (models/), cpu_threads, hub, fileio, secrets.
+generation and sampling (models/), cpu_threads, hub, fileio, secrets, thresholds.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ FORBIDDEN = {  # package (or root module) -> packages it must not import
     "data": ("mssr_cli.training", "mssr_cli.evaluation"),
     "rewards": ("mssr_cli.training", "mssr_cli.evaluation"),
     "algos": ("mssr_cli.training", "mssr_cli.evaluation", "mssr_cli.models", "mssr_cli.data"),
+    # where runs run: below experiments (which choose them), above the run folder; a run is always a subprocess
+    "executors": ("mssr_cli.training", "mssr_cli.evaluation", "mssr_cli.experiments", "mssr_cli.reporting"),
 }
 
 

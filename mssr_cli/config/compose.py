@@ -14,7 +14,7 @@ from mssr_cli.config.paths import conf_dir, group_options
 # re-exported here, where tests check they match the registries.
 from mssr_cli.config.schema import ESTIMATOR_NAMES, LOSS_AGG_NAMES, SCHEDULE_NAMES  # noqa: F401
 
-GROUPS = ("algo", "model", "data", "train", "reward", "logging", "launcher", "ablation", "experiment")
+GROUPS = ("algo", "model", "data", "train", "reward", "logging", "launcher", "executor", "ablation", "experiment")
 
 
 class ConfigError(ValueError):

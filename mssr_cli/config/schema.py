@@ -260,6 +260,27 @@ class LauncherConfig:
 
 
 @dataclass
+class ExecutorConfig:
+    """Where a run's process runs (never what it computes: a run folder's settings check ignores every key here)."""
+
+    name: str = key("local", "where runs run: local (processes on this machine) | slurm (jobs of the SLURM cluster, through submitit)", choices=lambda: group_options("executor"))
+    max_parallel: int | None = key(1, "local: runs at once (null: one per GPU group, each run its own CUDA_VISIBLE_DEVICES; 1 on CPU)", ge=1)
+    partition: str | None = key(None, "slurm: partition (sbatch --partition; null: the cluster's default)")
+    account: str | None = key(None, "slurm: account charged (sbatch --account)")
+    qos: str | None = key(None, "slurm: quality of service (sbatch --qos)")
+    time_min: int = key(240, "slurm: time limit per job in minutes (sbatch --time); a run reaching it checkpoints and requeues itself", ge=1)
+    gpus_per_node: int | None = key(None, "slurm: GPUs per node (null: launcher.num_processes; 0: a CPU-only job)", ge=0)
+    nodes: int | None = key(None, "slurm: nodes per job (null: launcher.num_machines)", ge=1)
+    cpus_per_task: int | None = key(None, "slurm: CPUs per task (sbatch --cpus-per-task; null: the cluster's default)", ge=1)
+    mem_gb: float | None = key(None, "slurm: memory per node in GB (sbatch --mem; null: the cluster's default)", gt=0)
+    constraint: str | None = key(None, "slurm: node features required (sbatch --constraint)")
+    array_parallelism: int = key(256, "slurm: the most tasks of one job array running at once (sbatch --array=...%N)", ge=1)
+    signal_delay_s: int = key(120, "slurm: seconds before the time limit that SLURM signals the job to checkpoint and requeue", ge=1)
+    sbatch_extra: list = key([], "slurm: extra #SBATCH lines, each without '#SBATCH' (e.g. '--exclusive', '--mail-type=END')")
+    setup: list = key([], "slurm: shell lines run before the command in each job (e.g. 'module load cuda', 'source .venv/bin/activate')")
+
+
+@dataclass
 class RootConfig:
     seed: int = key(0, "seed of the RL run (sampling, shuffling); the split and the tiny model have their own", ge=0, le=SEED_MAX)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
@@ -270,6 +291,7 @@ class RootConfig:
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig, metadata={"help": "several GPUs: how the training processes start"})
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig, metadata={"help": "where runs run: this machine or SLURM"})
 
 
 # Keys shown under "common keys" in --help.

@@ -1,41 +1,24 @@
-"""Run a list of ``mssr train`` runs one after another, each in its own process and run folder.
+"""Run a batch of ``mssr train`` runs (an ablation's, a sweep's), each in its own process and run folder, on the
+executor the runs' config names (``executor=local`` here, ``executor=slurm`` as jobs of the cluster).
 
-A run whose folder already holds ``summary.json`` is skipped (re-running the same command
-continues where it stopped; an unfinished run resumes from its last checkpoint). A folder holding a
-run of other settings is refused before anything runs, naming the keys: its results are never reported
-as this command's. A run another process is running (the same command in a second terminal) is left
-to it. A failed run is reported, its stderr kept in ``error.log`` beside it, and the rest go on. One
-overall progress display follows every run's ``metrics.jsonl``.
+A run whose folder already holds ``summary.json`` is skipped: running the same command again continues where it
+stopped, and an unfinished run resumes from its newest checkpoint. A folder holding a run of other settings is
+refused before anything runs, naming the keys: its results are never reported as this command's (the executor's
+keys say where a run runs, not what it computes, and are not compared). Locally, a run another process is running
+is left to it; on SLURM, a run whose recorded job is queued or running is left to that job, and a failed, cancelled,
+preempted or timed-out one is resubmitted (it resumes from its newest checkpoint).
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
+import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from mssr_cli.fileio import write_text_atomic
-from mssr_cli.secrets import redact
+from mssr_cli.executors.planned import PlannedRun, steps_done  # noqa: F401 (PlannedRun: also imported from here)
 
-
-@dataclass
-class PlannedRun:
-    name: str  # the run folder's name inside the batch folder
-    overrides: list[str]
-    max_steps: int
-    status: str = "pending"  # pending | skipped | done | failed | busy (running in another process)
-    error: str | None = None
-    folder: Path | None = field(default=None, repr=False)
-
-
-def _steps_done(folder: Path) -> int:
-    metrics = folder / "metrics.jsonl"
-    if not metrics.exists():
-        return 0
-    with metrics.open() as f:  # line 0 is the validation before training; a rollback's abandoned lines do not count
-        return max(sum(1 for line in f if '"abandoned": true' not in line) - 1, 0)
+WAIT_POLL_S = 3.0
 
 
 def check_existing(runs: list[PlannedRun], out: Path) -> None:
@@ -58,84 +41,39 @@ def check_existing(runs: list[PlannedRun], out: Path) -> None:
                           f"give another --out (or delete those run folders)")
 
 
-def _busy(folder: Path) -> str | None:
-    from mssr_cli.runs.lock import busy_holder, describe
-
-    holder = busy_holder(folder)
-    return None if holder is None else describe(holder)
-
-
 def run_batch(runs: list[PlannedRun], out: Path, console) -> list[PlannedRun]:
-    """Run every planned run into ``out/<name>``; returns them with their status."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Run every planned run here, one after another (``executor=local``, ``max_parallel`` 1)."""
+    from mssr_cli.executors.local import run_local
 
-    out.mkdir(parents=True, exist_ok=True)
-    total_steps = sum(r.max_steps for r in runs)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        overall = progress.add_task(f"{len(runs)} runs", total=total_steps)
-        finished_steps = 0
-        for i, run in enumerate(runs, 1):
-            run.folder = out / run.name
-            if (run.folder / "summary.json").exists():
-                run.status = "skipped"
-                finished_steps += run.max_steps
-                progress.update(overall, completed=finished_steps)
-                console.print(f"[dim]{run.name}: finished earlier, skipped[/dim]")
-                continue
-            if holder := _busy(run.folder):  # the same command in another terminal: it runs this one
-                run.status, run.error = "busy", f"running in another process ({holder})"
-                finished_steps += run.max_steps
-                console.print(f"[dim]{run.name}: {run.error}, skipped here[/dim]")
-                continue
-            progress.update(overall, description=f"run {i}/{len(runs)}: {run.name}")
-            cmd = [sys.executable, "-m", "mssr_cli", "train", *run.overrides, "logging.progress=false",
-                   "--run-dir", str(run.folder)]
-            with (out / f".{run.name}.stderr").open("w") as err:
-                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-                while proc.poll() is None:
-                    progress.update(overall, completed=finished_steps + min(_steps_done(run.folder), run.max_steps))
-                    time.sleep(1.0)
-            stderr_path = out / f".{run.name}.stderr"
-            if proc.returncode == 0:
-                run.status = "done"
-                stderr_path.unlink(missing_ok=True)
-            elif holder := _busy(run.folder):  # another process took the folder first
-                run.status, run.error = "busy", f"running in another process ({holder})"
-                stderr_path.unlink(missing_ok=True)
-                console.print(f"[dim]{run.name}: {run.error}, skipped here[/dim]")
-            else:
-                run.status = "failed"
-                run.folder.mkdir(parents=True, exist_ok=True)
-                log = run.folder / "error.log"
-                # a traceback can quote a URL or a key from the environment: error.log keeps neither
-                write_text_atomic(log, redact(stderr_path.read_text(errors="replace")))
-                stderr_path.unlink(missing_ok=True)
-                tail = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:]
-                run.error = f"exit {proc.returncode}: {tail[0] if tail else 'no output'} (full log: {log})"
-                console.print(f"[bold red]{run.name} failed[/bold red]: {run.error}")
-            finished_steps += run.max_steps
-            progress.update(overall, completed=finished_steps)
-    return runs
+    return run_local(runs, out, console, max_parallel=1)
 
 
 def print_outcome(runs: list[PlannedRun], console) -> None:
     done = sum(r.status in ("done", "skipped") for r in runs)
-    failed = [r for r in runs if r.status == "failed"]
+    failed = [r for r in runs if r.status not in ("done", "skipped", "busy", "queued")]
     busy = [r for r in runs if r.status == "busy"]
     console.print(f"{done}/{len(runs)} runs finished" + (f", {len(busy)} running elsewhere (not compared)" if busy else "")
-                  + (f", {len(failed)} failed:" if failed else ""))
+                  + (f", {len(failed)} did not finish:" if failed else ""))
     for r in failed:
-        console.print(f"  {r.name}: {r.error}")
+        console.print(f"  {r.name}: {r.status}" + (f": {r.error}" if r.error else ""))
 
 
 def run_plan(runs: list[PlannedRun], out: Path, title: str, dry_run: bool, console, metric: str = "val/accuracy",
-             reference: str | None = None) -> Path:
-    """Print the planned runs; unless ``dry_run``, run them and compare the finished ones."""
+             reference: str | None = None, wait: bool = True) -> Path:
+    """Print the planned runs; unless ``dry_run``, run (or submit) them and compare the finished ones."""
     from rich.table import Table
 
+    from mssr_cli.config.compose import compose
+
     check_existing(runs, out)  # before anything runs: never report another settings' results as these
-    table = Table(title=f"{title}: {len(runs)} runs into {out}")
+    configs = [compose(r.overrides) for r in runs]
+    executors = {cfg.executor.name for cfg in configs}
+    if len(executors) > 1:
+        from mssr_cli.config.compose import ConfigError
+
+        raise ConfigError(f"one batch, one executor: the runs name {', '.join(sorted(executors))}")
+    executor = executors.pop()
+    table = Table(title=f"{title}: {len(runs)} runs into {out} (executor={executor})")
     table.add_column("run")
     table.add_column("overrides")
     for r in runs:
@@ -144,10 +82,108 @@ def run_plan(runs: list[PlannedRun], out: Path, title: str, dry_run: bool, conso
     if dry_run:
         return out
 
-    from mssr_cli.reporting.compare import run_compare
+    if executor == "slurm":
+        submitted = submit_to_slurm(runs, configs, out, console)
+        if not wait:
+            console.print(f"{'Submitted' if submitted else 'Nothing new submitted'}; not waiting (--no-wait). Watch with "
+                          f"`mssr status {out}`, cancel with `mssr cancel {out}`, and compare the finished runs with "
+                          f"`mssr compare {out}` (or run this command again: it waits, then compares).", soft_wrap=True)
+            return out
+        if not wait_for_slurm(runs, out, console):
+            return out
+    else:
+        from mssr_cli.executors.local import run_local
 
-    run_batch(runs, out, console)
+        cfg = configs[0]
+        run_local(runs, out, console, max_parallel=cfg.executor.max_parallel, gpus_per_run=cfg.launcher.num_processes)
     print_outcome(runs, console)
     if any(r.status in ("done", "skipped") for r in runs):
+        from mssr_cli.reporting.compare import run_compare
+
         run_compare([out], metric=metric, reference=reference, out=out, console=console)
     return out
+
+
+def submit_to_slurm(runs: list[PlannedRun], configs, out: Path, console) -> int:
+    """Submit every run that needs a job; returns how many were submitted. A finished run is skipped, one whose job
+    is queued or running is left to it, any other (never submitted, failed, cancelled, preempted, timed out) is
+    submitted, resuming its newest checkpoint. Runs of equal job parameters go as one job array."""
+    from mssr_cli.executors import slurm
+    from mssr_cli.executors.records import read_jobs, write_jobs
+
+    slurm.require_sbatch()
+    records = read_jobs(out)
+    known = slurm.states(out, {r.name: records[r.name] for r in runs if r.name in records})
+    groups: dict[str, tuple[dict, list[PlannedRun]]] = {}
+    for run, cfg in zip(runs, configs, strict=True):
+        run.folder = out / run.name
+        if (run.folder / "summary.json").exists():
+            run.status = "skipped"
+            console.print(f"[dim]{run.name}: finished earlier, skipped[/dim]")
+            continue
+        if known.get(run.name) in slurm.ACTIVE:
+            run.status = "queued"
+            console.print(f"[dim]{run.name}: job {records[run.name].job_id} is {known[run.name].lower()}, left to it[/dim]")
+            continue
+        params = slurm.job_parameters(cfg.executor, cfg.launcher, f"mssr-{out.name}")
+        groups.setdefault(json.dumps(params, sort_keys=True), (params, []))[1].append(run)
+    if not groups:
+        console.print("Nothing to submit: every run is finished, queued or running.")
+        return 0
+    existed = out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        new = slurm.submit(out, list(groups.values()))
+    except slurm.SlurmError:
+        if not existed:  # nothing recorded: not even the folder this command made
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    for name, rec in new.items():
+        if name in records:
+            rec.submissions = records[name].submissions + 1
+    write_jobs(out, records | new)
+    for run in runs:
+        if run.name in new:
+            run.status = "queued"
+            again = f" (submission {new[run.name].submissions}: resumes its newest checkpoint)" if new[run.name].submissions > 1 else ""
+            console.print(f"{run.name}: submitted as job {new[run.name].job_id}{again}")
+    return len(new)
+
+
+def wait_for_slurm(runs: list[PlannedRun], out: Path, console) -> bool:
+    """Follow the batch's jobs until none is queued or running; True when it got there, False on Ctrl-C (the jobs
+    keep running, and the message says how to watch, cancel and compare them)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mssr_cli.executors import slurm
+    from mssr_cli.executors.planned import ERROR_LOG, last_line
+    from mssr_cli.executors.records import read_jobs
+
+    records = read_jobs(out)
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            overall = progress.add_task(f"{len(runs)} SLURM jobs", total=sum(r.max_steps for r in runs))
+            while True:
+                known = slurm.states(out, {r.name: records[r.name] for r in runs if r.name in records})
+                active = [r for r in runs if known.get(r.name) in slurm.ACTIVE]
+                running = sum(known.get(r.name) == "RUNNING" for r in runs)
+                progress.update(overall, description=f"SLURM: {running} running, {len(active) - running} queued",
+                                completed=sum(r.max_steps if (out / r.name / "summary.json").exists()
+                                              else min(steps_done(out / r.name), r.max_steps) for r in runs))
+                if not active:
+                    break
+                time.sleep(WAIT_POLL_S)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]Stopped waiting; the jobs keep running. Watch with `mssr status {out}`, cancel with "
+                      f"`mssr cancel {out}`, compare with `mssr compare {out}`.[/yellow]", soft_wrap=True)
+        return False
+    for run in runs:
+        if (out / run.name / "summary.json").exists():
+            run.status = "done" if run.status != "skipped" else "skipped"
+        else:
+            run.status = slurm.STATUS_OF.get(known.get(run.name, "UNKNOWN"), "failed")
+            log = out / run.name / ERROR_LOG
+            run.error = last_line(log) if log.exists() else f"job {records[run.name].job_id}: {known.get(run.name)}" \
+                if run.name in records else None
+    return True

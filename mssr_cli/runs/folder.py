@@ -22,9 +22,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from importlib import metadata
 from pathlib import Path
 
+from mssr_cli.config.schema import ExecutorConfig
 from mssr_cli.fileio import write_json_atomic, write_text_atomic  # noqa: F401 (write_json_atomic: also imported from here)
 from mssr_cli.secrets import redact_data
 from mssr_cli.runs import checkpoints as ckpt
@@ -38,7 +40,9 @@ PACKAGES = ("mssr-cli", "torch", "torchvision", "transformers", "trl", "datasets
 HOW_IT_RUNS = ("train.num_threads", "train.vllm_server_host", "train.vllm_server_port", "train.vllm_server_timeout",
                "logging.wandb", "logging.progress",
                # several machines: each runs the same run with its own rank, and a restart may get another rank 0
-               "launcher.machine_rank", "launcher.main_process_ip", "launcher.main_process_port")
+               "launcher.machine_rank", "launcher.main_process_ip", "launcher.main_process_port",
+               # where a run runs (this machine or a SLURM partition) is not what it computes: a run moves freely
+               *(f"executor.{f.name}" for f in dataclass_fields(ExecutorConfig)))
 # Keys `mssr train --resume RUN_DIR` accepts as overrides: they change when the run stops, saves, validates or
 # logs, or how it runs here, never what it learns (the learning rate schedule is constant, so neither does
 # max_steps). Anything else would silently make the resumed steps a different run than the ones before.

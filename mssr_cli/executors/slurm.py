@@ -1,0 +1,176 @@
+"""``executor=slurm``: a batch's runs as jobs of the SLURM cluster, through submitit (what Hydra's SLURM launcher
+uses): it writes the batch scripts, submits them (runs that share their resources as one job array), and reads the
+jobs' states from sacct. The scheduler owns the queue; the batch folder's ``jobs.json`` records which job runs which
+run, so ``mssr status``, ``mssr cancel`` and a rerun of the same command can find them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from mssr_cli.executors.planned import PlannedRun, train_command
+from mssr_cli.executors.records import JobRecord, now
+
+SUBMITIT_DIR = ".slurm"  # in the batch folder: submitit's pickles and the jobs' logs
+
+# sacct states of a job that is not over (a rerun leaves such a run to its job)
+ACTIVE = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
+                    "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESV_DEL_HOLD", "SPECIAL_EXIT"})
+# sacct state -> what `mssr status` calls it (a finished run is "done" by its summary.json, whatever the job says)
+STATUS_OF = {"PENDING": "queued", "REQUEUED": "queued", "REQUEUE_HOLD": "queued", "REQUEUE_FED": "queued",
+             "CANCELLED": "failed", "PREEMPTED": "preempted", "TIMEOUT": "timed out", "DEADLINE": "timed out",
+             "FAILED": "failed", "OUT_OF_MEMORY": "failed", "NODE_FAIL": "failed", "BOOT_FAIL": "failed",
+             "COMPLETED": "failed"}  # a job that completed without the run's summary.json did not finish the run
+
+
+class SlurmError(Exception):
+    """Submission or a scheduler query went wrong; one line, the scheduler's own message where it gave one."""
+
+
+def require_sbatch() -> None:
+    if shutil.which("sbatch") is None:
+        raise SlurmError("executor=slurm: `sbatch` not found on PATH; run on a machine of the SLURM cluster (a login "
+                         "node), or use executor=local")
+
+
+def sbatch_extra(lines) -> dict:
+    """``executor.sbatch_extra`` lines (``--exclusive``, ``--mail-type=END``) as submitit's additional_parameters."""
+    out = {}
+    for line in lines:
+        text = str(line).strip().removeprefix("#SBATCH").strip()
+        if not text.startswith("--"):
+            raise SlurmError(f"executor.sbatch_extra: {line!r} is not an sbatch option; give it as '--name' or "
+                             "'--name=value' (e.g. '--exclusive', '--mail-type=END')")
+        name, sep, value = text[2:].partition("=")
+        out[name] = value if sep else True
+    return out
+
+
+def job_parameters(executor_cfg, launcher_cfg, name: str) -> dict:
+    """submitit.SlurmExecutor parameters of one job: the executor's keys, GPUs and nodes from the run's launcher."""
+    gpus = executor_cfg.gpus_per_node if executor_cfg.gpus_per_node is not None else launcher_cfg.num_processes
+    if gpus is None:
+        raise SlurmError("executor=slurm with launcher.num_processes=null (every GPU of the machine): say how many "
+                         "GPUs a job gets with executor.gpus_per_node=N")
+    nodes = executor_cfg.nodes or launcher_cfg.num_machines
+    if nodes > 1:
+        raise SlurmError(f"executor=slurm with {nodes} nodes per job: multi-node jobs are not submitted yet; run one "
+                         "node per job (launcher.num_machines=1), or launch each machine with `mssr train --dry-run`'s "
+                         "per-node commands")
+    params: dict = {"job_name": name, "time": int(executor_cfg.time_min), "nodes": nodes, "ntasks_per_node": 1,
+                    "signal_delay_s": int(executor_cfg.signal_delay_s),
+                    "array_parallelism": int(executor_cfg.array_parallelism), "setup": list(executor_cfg.setup),
+                    "additional_parameters": sbatch_extra(executor_cfg.sbatch_extra)}
+    if gpus:
+        params["gpus_per_node"] = int(gpus)
+    for key in ("partition", "account", "qos", "constraint", "cpus_per_task"):
+        if executor_cfg[key] is not None:
+            params[key] = executor_cfg[key]
+    if executor_cfg.mem_gb is not None:
+        params["mem"] = f"{int(float(executor_cfg.mem_gb) * 1024)}MB"
+    return params
+
+
+def _refusal(err: Exception, captured: str = "") -> str:
+    """The scheduler's own words from a failed sbatch: its stderr (captured), else what the exception carries."""
+    text = captured or getattr(err, "stderr", None) or getattr(err, "output", None) or str(err)
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    lines = [line.strip().removeprefix("sbatch: error: ").strip() for line in str(text).splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower() or "invalid" in line.lower()] or lines[-1:]
+    return "; ".join(dict.fromkeys(errors)) or type(err).__name__
+
+
+@contextlib.contextmanager
+def _stderr_captured():
+    """Whatever a child process (sbatch, run by submitit) writes to fd 2 goes into the yielded list's one string,
+    not to the terminal: a refusal is then said once, in our one line."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        text: list[str] = []
+        try:
+            yield text
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text.append(tmp.read().decode(errors="replace"))
+
+
+def submit(out: Path, groups: list[tuple[dict, list[PlannedRun]]]) -> dict[str, JobRecord]:
+    """Submit each group (runs of equal job parameters) as one job array; returns the new records by run name.
+    All or nothing: when sbatch refuses a group, the jobs submitted before it are cancelled and SlurmError says why."""
+    import submitit
+
+    require_sbatch()
+    folder = Path(out) / SUBMITIT_DIR
+    submitted: list[tuple[PlannedRun, object]] = []
+    captured: list[str] = []
+    try:
+        with _stderr_captured() as captured:
+            for params, members in groups:
+                executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
+                executor.update_parameters(**params)
+                with executor.batch():
+                    jobs = [executor.submit(_job_for(run, out)) for run in members]
+                submitted += list(zip(members, jobs, strict=True))
+    except Exception as err:  # noqa: BLE001 - any refusal: undo what was submitted, then say why in one line
+        for _, job in submitted:
+            job.cancel(check=False)
+        if isinstance(err, SlurmError):
+            raise
+        raise SlurmError(f"sbatch refused the job: {_refusal(err, ''.join(captured))}") from err
+    when = now()
+    return {run.name: JobRecord(run.name, "slurm", str(job.job_id), when) for run, job in submitted}
+
+
+def _job_for(run: PlannedRun, out: Path):
+    from mssr_cli.executors.train_job import TrainJob
+
+    folder = Path(out) / run.name
+    return TrainJob(train_command(run, folder), str(folder), str(Path(out) / SUBMITIT_DIR / f"{run.name}.stderr"))
+
+
+def states(out: Path, records: dict[str, JobRecord]) -> dict[str, str]:
+    """The state of each recorded job, by run name: sacct's, through submitit's watcher (one sacct call for all);
+    for a job sacct does not list yet (accounting lags a fresh submission by a few seconds), squeue's; "UNKNOWN"
+    when neither knows it."""
+    import submitit
+
+    if not records:
+        return {}
+    folder = Path(out) / SUBMITIT_DIR
+    jobs = {name: submitit.SlurmJob(folder=folder, job_id=rec.job_id) for name, rec in records.items()}
+    watcher = next(iter(jobs.values())).watcher
+    watcher.update()
+    found = {name: watcher.get_state(job.job_id, mode="cache").split()[0].rstrip("+").upper() for name, job in jobs.items()}
+    unknown = {name: records[name].job_id for name, state in found.items() if state == "UNKNOWN"}
+    if unknown:
+        queued = _squeue({job_id.split("_")[0] for job_id in unknown.values()})
+        found |= {name: queued[job_id] for name, job_id in unknown.items() if job_id in queued}
+    return found
+
+
+def _squeue(job_ids: set[str]) -> dict[str, str]:
+    """squeue's state of the jobs it holds (queued or running), array tasks one per line: ``{"12_3": "PENDING"}``."""
+    proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(sorted(job_ids))],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:  # squeue refuses ids it no longer holds: nothing queued among them
+        return {}
+    rows = (line.strip().split("|", 1) for line in proc.stdout.splitlines() if "|" in line)
+    return {job_id: state.upper() for job_id, state in rows}
+
+
+def cancel(records: dict[str, JobRecord]) -> None:
+    """scancel every recorded job (finished ones are ignored by the scheduler)."""
+    if not records:
+        return
+    proc = subprocess.run(["scancel", *[rec.job_id for rec in records.values()]], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SlurmError(f"scancel: {_refusal(subprocess.CalledProcessError(proc.returncode, 'scancel', proc.stderr))}")

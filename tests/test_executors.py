@@ -1,0 +1,121 @@
+"""Executors without a cluster: the job parameters a config gives, GPU slots of the local executor, the executor's keys
+ignored by a run folder's settings check, two local runs at once, and the errors before anything is queued."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mssr_cli.config.compose import compose
+from mssr_cli.executors.local import gpu_slots
+from mssr_cli.executors.slurm import SlurmError, job_parameters, sbatch_extra
+
+
+def _params(*overrides):
+    cfg = compose(["executor=slurm", *overrides])
+    return job_parameters(cfg.executor, cfg.launcher, "mssr-x")
+
+
+def test_job_parameters_take_each_executor_key_and_the_launchers_gpus():
+    params = _params("executor.partition=gpu", "executor.account=lab", "executor.qos=high", "executor.time_min=90",
+                     "executor.cpus_per_task=8", "executor.mem_gb=64", "executor.constraint=a100",
+                     "executor.array_parallelism=3", "executor.signal_delay_s=300",
+                     "executor.sbatch_extra=['--exclusive','--mail-type=END']", "executor.setup=['module load cuda']",
+                     "launcher=ddp", "launcher.num_processes=4")
+    assert params == {"job_name": "mssr-x", "partition": "gpu", "account": "lab", "qos": "high", "time": 90,
+                      "cpus_per_task": 8, "mem": "65536MB", "constraint": "a100", "array_parallelism": 3,
+                      "signal_delay_s": 300, "additional_parameters": {"exclusive": True, "mail-type": "END"},
+                      "setup": ["module load cuda"], "gpus_per_node": 4, "nodes": 1, "ntasks_per_node": 1}
+
+
+def test_gpus_per_node_overrides_the_launcher_and_zero_asks_for_none():
+    assert _params("launcher=ddp", "launcher.num_processes=2", "executor.gpus_per_node=8")["gpus_per_node"] == 8
+    assert "gpus_per_node" not in _params("executor.gpus_per_node=0")  # a CPU job: no --gpus-per-node line
+    assert _params()["gpus_per_node"] == 1  # launcher none: one process, one GPU
+
+
+def test_a_job_needs_a_gpu_count_and_one_node():
+    with pytest.raises(SlurmError, match="executor.gpus_per_node"):
+        _params("launcher=ddp", "launcher.num_processes=null")
+    with pytest.raises(SlurmError, match="multi-node"):
+        _params("launcher=ddp", "launcher.num_processes=1", "launcher.num_machines=2", "launcher.main_process_ip=10.0.0.1")
+
+
+@pytest.mark.parametrize("line,expected", [("--exclusive", {"exclusive": True}), ("#SBATCH --mail-type=END", {"mail-type": "END"}),
+                                           ("--comment=a=b", {"comment": "a=b"})])
+def test_sbatch_extra_lines(line, expected):
+    assert sbatch_extra([line]) == expected
+
+
+def test_sbatch_extra_refuses_what_is_not_an_option():
+    with pytest.raises(SlurmError, match="executor.sbatch_extra: 'exclusive'"):
+        sbatch_extra(["exclusive"])
+
+
+@pytest.mark.parametrize("max_parallel,per_run,gpus,expected", [
+    (None, 1, [str(i) for i in range(8)], [str(i) for i in range(8)]),  # 8 one-GPU runs on 8 GPUs
+    (None, 2, ["0", "1", "2", "3", "4"], ["0,1", "2,3"]),  # whole groups only: GPU 4 idles
+    (3, 1, ["0", "1", "2", "3"], ["0", "1", "2"]),
+    (8, 2, ["0", "1", "2", "3"], ["0,1", "2,3"]),  # never two runs on one GPU
+    (None, None, ["0", "1", "2"], ["0,1,2"]),  # launcher.num_processes null: every GPU, one run at a time
+    (None, 4, ["0", "1"], ["0,1"]),  # wants more than there are: all of them, one at a time
+    (None, 1, [], [None]),  # CPU: one at a time by default
+    (2, 1, [], [None, None]),
+])
+def test_gpu_slots(max_parallel, per_run, gpus, expected):
+    assert gpu_slots(max_parallel, per_run, gpus) == expected
+
+
+def test_the_executor_is_not_a_setting_of_the_run(tmp_path):
+    """Moving a half-finished run from local to SLURM, or to another partition, is not 'other settings'."""
+    from mssr_cli.experiments.batch import PlannedRun, check_existing
+    from mssr_cli.runs.folder import RunFolder
+
+    RunFolder(tmp_path / "r").write_start(compose(["train.max_steps=2"]), ["train.max_steps=2"])
+    moved = ["train.max_steps=2", "executor=slurm", "executor.partition=other", "executor.time_min=5",
+             "executor.sbatch_extra=['--exclusive']"]
+    check_existing([PlannedRun("r", moved, 2)], tmp_path)  # no error
+    from mssr_cli.config.compose import ConfigError
+
+    with pytest.raises(ConfigError, match="train.lr"):
+        check_existing([PlannedRun("r", [*moved, "train.lr=0.1"], 2)], tmp_path)
+
+
+def test_sbatch_missing_is_one_line_and_records_nothing(tmp_path):
+    from cli_helpers import one_line_error
+    from distributed_runs import mssr
+
+    out = tmp_path / "abl"
+    result = mssr("ablate", "executor=slurm", "train.max_steps=2", "--variants", "no_shaping", "--out", str(out),
+                  env={"PATH": str(tmp_path / "empty")})  # no sbatch on PATH
+    one_line_error(result, "`sbatch` not found on PATH")
+    assert not (out / "jobs.json").exists()
+
+
+@pytest.mark.slow
+def test_two_local_runs_at_once_each_in_its_own_folder(tmp_path, tiny_policy_path):
+    """executor.max_parallel=2 on CPU: both runs are under way at the same time (each started before the other
+    finished), each in its own folder, and both finish."""
+    from rich.console import Console
+
+    from mssr_cli.executors.local import run_local
+    from mssr_cli.experiments.batch import PlannedRun
+
+    short = ["train.max_steps=2", "train.rollouts_per_step=8", "train.eval_every=0", "train.save_every=0",
+             "logging.wandb=disabled", "algo.tracker.warm_start=false", "train.num_threads=1"]
+    runs = [PlannedRun("a", [*short, "seed=0"], 2), PlannedRun("b", [*short, "seed=1"], 2)]
+    run_local(runs, tmp_path / "batch", Console(file=open(tmp_path / "console.txt", "w"), width=200), max_parallel=2,
+              gpus=[])
+    assert [r.status for r in runs] == ["done", "done"]
+    spans = {}
+    for run in runs:
+        started = (tmp_path / "batch" / run.name / "config.yaml").stat().st_mtime
+        ended = (tmp_path / "batch" / run.name / "summary.json").stat().st_mtime
+        spans[run.name] = (started, ended)
+        assert json.loads((tmp_path / "batch" / run.name / "summary.json").read_text())["steps"] == 2
+    (a0, a1), (b0, b1) = spans["a"], spans["b"]
+    assert a0 < b1 and b0 < a1, spans  # the two overlapped: neither waited for the other

@@ -1,0 +1,154 @@
+"""`executor=slurm` against a real SLURM cluster, through the command line (issue 21).
+
+CI starts a one-node cluster with accounting before the tests (`.ci/slurm/start.sh`, as root) and sets
+MSSR_REQUIRE_SLURM=1, so these fail there when it is missing. Elsewhere they are skipped, saying how to start one.
+The jobs run this checkout's Python on the same machine, so a resumed run equals an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from cli_helpers import one_line_error
+from distributed_runs import mssr
+
+pytestmark = pytest.mark.slow
+
+# 2 RL steps of 8 rollouts, validation at both ends, a checkpoint every step; CPU-only jobs of one core
+SHORT = ["train.max_steps=2", "train.rollouts_per_step=8", "data.train_limit=32", "data.val_limit=8",
+         "train.eval_every=2", "train.save_every=1", "train.num_threads=1", "logging.wandb=disabled",
+         "algo.tracker.warm_start=false"]
+SLURM = ["executor=slurm", "executor.partition=debug", "executor.gpus_per_node=0", "executor.time_min=20"]
+
+
+def _cluster_answers() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm_cluster():
+    if not _cluster_answers():
+        if os.environ.get("MSSR_REQUIRE_SLURM") == "1":
+            pytest.fail("MSSR_REQUIRE_SLURM=1 but no SLURM cluster answers `sinfo`: .ci/slurm/start.sh starts one")
+        pytest.skip("no SLURM cluster answers `sinfo`: `bash .ci/slurm/start.sh` (as root) starts a one-node cluster "
+                    "on this machine, then `make test` runs these")
+
+
+def _jobs(out: Path) -> dict:
+    return {row["run"]: row for row in json.loads((out / "jobs.json").read_text())["jobs"]}
+
+
+def _lines(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory, tiny_policy_path):
+    """2 variants (MSSR, MVSR) x 2 seeds submitted as one job array, waited for and compared."""
+    out = tmp_path_factory.mktemp("slurm") / "abl"
+    args = ["ablate", *SLURM, *SHORT, "--variants", "no_shaping", "--seeds", "2", "--out", str(out)]
+    started = time.time()
+    first = mssr(*args, timeout=900)
+    return args, out, first, time.time() - started
+
+
+def test_an_ablation_runs_as_a_job_array_and_is_compared(ablation):
+    _, out, first, seconds = ablation
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    jobs = _jobs(out)
+    assert sorted(jobs) == ["mssr__s0", "mssr__s1", "no_shaping__s0", "no_shaping__s1"]
+    arrays = {row["job_id"].split("_")[0] for row in jobs.values()}
+    assert len(arrays) == 1 and all("_" in row["job_id"] for row in jobs.values()), jobs  # one array of 4 tasks
+    assert {row["executor"] for row in jobs.values()} == {"slurm"} and {row["submissions"] for row in jobs.values()} == {1}
+    status = mssr("status", str(out))
+    assert status.returncode == 0, status.stdout + status.stderr  # every run done
+    lines = [line for line in status.stdout.splitlines() if line.split() and line.split()[0] in jobs]
+    assert len(lines) == 4 and all(line.split()[1] == "done" for line in lines), status.stdout
+    with (out / "compare.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {row["variant"]: int(row["seeds"]) for row in rows} == {"mssr": 2, "no_shaping": 2}, rows
+    for name in jobs:
+        assert [m["step"] for m in _lines(out / name)] == [0, 1, 2]
+    print(f"\n4-run ablation under executor=slurm: {seconds:.0f} s")
+
+
+def test_the_same_command_again_submits_nothing(ablation):
+    args, out, _, _ = ablation
+    before = (out / "jobs.json").read_text()
+    again = mssr(*args, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "Nothing to submit" in again.stdout
+    assert (out / "jobs.json").read_text() == before
+
+
+def test_a_bad_partition_exits_2_in_one_line_and_records_nothing(tmp_path, tiny_policy_path):
+    out = tmp_path / "abl"
+    result = mssr("ablate", *SLURM, "executor.partition=nosuch", *SHORT, "--variants", "no_shaping", "--out", str(out))
+    line = one_line_error(result, "sbatch refused the job")
+    assert "invalid partition" in line.lower(), line
+    assert not out.exists()  # nothing recorded: no jobs.json, no run folder, not even the batch folder
+
+
+def test_a_bad_account_exits_2_with_the_schedulers_words(tmp_path, tiny_policy_path):
+    out = tmp_path / "abl"
+    result = mssr("ablate", *SLURM, "executor.account=nosuch", *SHORT, "--variants", "no_shaping", "--out", str(out))
+    line = one_line_error(result, "sbatch refused the job")
+    assert "invalid account" in line.lower(), line
+    assert not (out / "jobs.json").exists()
+
+
+def test_a_cancelled_run_is_failed_and_resubmitted_as_a_resume_that_ends_like_an_uninterrupted_run(tmp_path, tiny_policy_path):
+    six = [*SHORT, "train.max_steps=6", "train.eval_every=3"]
+    reference = tmp_path / "reference"
+    done = mssr("train", *six, "logging.variant=mssr", "seed=0", "--run-dir", str(reference), timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    out = tmp_path / "abl"
+    args = ["ablate", *SLURM, *six, "--variants", "no_shaping", "--out", str(out)]
+    submitted = mssr(*args, "--no-wait")
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    assert f"mssr status {out}" in submitted.stdout  # says how to watch
+    recorded = (out / "jobs.json").read_text()
+    twice = mssr(*args, "--no-wait")  # while both are queued or running: no second job for either
+    assert twice.returncode == 0 and "Nothing to submit" in twice.stdout, twice.stdout + twice.stderr
+    assert (out / "jobs.json").read_text() == recorded
+    run = out / "mssr__s0"
+    deadline = time.time() + 600
+    while not (run / "checkpoints" / "checkpoint-2").is_dir():  # mid-way: two steps checkpointed
+        assert time.time() < deadline and not (run / "summary.json").exists(), "the job never got mid-way"
+        time.sleep(0.2)
+    job = _jobs(out)["mssr__s0"]["job_id"]
+    subprocess.run(["scancel", job], check=True)
+    deadline = time.time() + 120
+    while True:
+        status = mssr("status", str(out))
+        line = next(line for line in status.stdout.splitlines() if line.startswith("mssr__s0"))
+        if line.split()[1] == "failed":
+            break
+        assert time.time() < deadline, status.stdout
+        time.sleep(1)
+    assert status.returncode == 1 and "cancelled" in line, status.stdout
+
+    again = mssr(*args, timeout=900)  # resubmits the cancelled run, waits, compares
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert _jobs(out)["mssr__s0"]["submissions"] == 2 and _jobs(out)["mssr__s0"]["job_id"] != job
+    resumes = json.loads((run / "meta.json").read_text())["resumes"]  # resumed, not started again
+    assert len(resumes) == 1 and int(resumes[0]["checkpoint"].split("-")[1]) >= 2, resumes
+    ours, theirs = _lines(run), _lines(reference)
+    assert [m["step"] for m in ours] == list(range(7))  # each step once
+    for a, b in zip(ours, theirs, strict=True):
+        for key in ("train/reward", "train/loss", "collapse/entropy", "tracker/value_mean", "val/accuracy"):
+            assert a.get(key) == (None if b.get(key) is None else pytest.approx(b[key], rel=1e-5)), (a["step"], key)
+    assert mssr("status", str(out)).returncode == 0
