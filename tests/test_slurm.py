@@ -109,12 +109,43 @@ def test_a_bad_account_exits_2_with_the_schedulers_words(tmp_path, tiny_policy_p
     assert not (out / "jobs.json").exists()
 
 
-def test_a_cancelled_run_is_failed_and_resubmitted_as_a_resume_that_ends_like_an_uninterrupted_run(tmp_path, tiny_policy_path):
-    six = [*SHORT, "train.max_steps=6", "train.eval_every=3"]
-    reference = tmp_path / "reference"
-    done = mssr("train", *six, "logging.variant=mssr", "seed=0", "--run-dir", str(reference), timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+SIX = [*SHORT, "train.max_steps=6", "train.eval_every=3"]
+COMPARED = ("train/reward", "train/loss", "collapse/entropy", "tracker/value_mean", "val/accuracy")
 
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_policy_path) -> Path:
+    """The batch's mssr__s0 run of SIX, trained here uninterrupted (same machine: exactly the same numbers)."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    done = mssr("train", *SIX, "logging.variant=mssr", "seed=0", "--run-dir", str(run), timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run
+
+
+def _like_the_reference(run: Path, reference: Path) -> None:
+    """Every step once, each the uninterrupted run's, and resumed once from a checkpoint of step 2 or later."""
+    resumes = json.loads((run / "meta.json").read_text())["resumes"]  # resumed, not started again
+    assert len(resumes) == 1 and int(resumes[0]["checkpoint"].split("-")[1]) >= 2, resumes
+    ours, theirs = _lines(run), _lines(reference)
+    assert [m["step"] for m in ours] == list(range(7))  # each step once
+    for a, b in zip(ours, theirs, strict=True):
+        for key in COMPARED:
+            assert a.get(key) == (None if b.get(key) is None else pytest.approx(b[key], rel=1e-5)), (a["step"], key)
+
+
+def _submit_and_wait_for_step(out: Path, args: list[str], run: Path, reached) -> str:
+    """Submit with --no-wait; return the job id of ``run`` once ``reached()`` holds (the job mid-way)."""
+    submitted = mssr(*args, "--no-wait")
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    deadline = time.time() + 600
+    while not reached():
+        assert time.time() < deadline and not (run / "summary.json").exists(), "the job never got mid-way"
+        time.sleep(0.2)
+    return _jobs(out)[run.name]["job_id"]
+
+
+def test_a_cancelled_run_is_failed_and_resubmitted_as_a_resume_that_ends_like_an_uninterrupted_run(tmp_path, reference):
+    six = SIX
     out = tmp_path / "abl"
     args = ["ablate", *SLURM, *six, "--variants", "no_shaping", "--out", str(out)]
     submitted = mssr(*args, "--no-wait")
@@ -144,11 +175,43 @@ def test_a_cancelled_run_is_failed_and_resubmitted_as_a_resume_that_ends_like_an
     again = mssr(*args, timeout=900)  # resubmits the cancelled run, waits, compares
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert _jobs(out)["mssr__s0"]["submissions"] == 2 and _jobs(out)["mssr__s0"]["job_id"] != job
-    resumes = json.loads((run / "meta.json").read_text())["resumes"]  # resumed, not started again
-    assert len(resumes) == 1 and int(resumes[0]["checkpoint"].split("-")[1]) >= 2, resumes
-    ours, theirs = _lines(run), _lines(reference)
-    assert [m["step"] for m in ours] == list(range(7))  # each step once
-    for a, b in zip(ours, theirs, strict=True):
-        for key in ("train/reward", "train/loss", "collapse/entropy", "tracker/value_mean", "val/accuracy"):
-            assert a.get(key) == (None if b.get(key) is None else pytest.approx(b[key], rel=1e-5)), (a["step"], key)
+    _like_the_reference(run, reference)
     assert mssr("status", str(out)).returncode == 0
+
+
+def _steps(run: Path) -> int:
+    try:
+        return len(_lines(run)) - 1
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+def test_a_job_requeued_mid_run_resumes_itself_and_trains_every_step_once(tmp_path, reference):
+    """`scontrol requeue` after the first checkpoints: SLURM kills the job and starts it again under the same id; it
+    resumes from its newest checkpoint. The batch's command, run meanwhile, leaves it to its job and waits."""
+    out = tmp_path / "abl"
+    args = ["ablate", *SLURM, *SIX, "--variants", "no_shaping", "--out", str(out)]
+    run = out / "mssr__s0"
+    job = _submit_and_wait_for_step(out, args, run, lambda: (run / "checkpoints" / "checkpoint-2").is_dir())
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    again = mssr(*args, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    record = _jobs(out)["mssr__s0"]
+    assert record["job_id"] == job and record["submissions"] == 1  # it came back by itself, not resubmitted
+    _like_the_reference(run, reference)
+
+
+def test_the_signal_before_the_time_limit_checkpoints_and_requeues_the_run(tmp_path, reference):
+    """SLURM's pre-timeout signal (SIGUSR2, what --signal asks for; sent here at once with `scancel --signal`): the
+    run saves a checkpoint at the end of its step and the job requeues itself. No checkpoint but that one exists
+    (train.save_every=0), so the resume from step 2 or later proves it was saved on the signal."""
+    out = tmp_path / "abl"
+    args = ["ablate", *SLURM, *SIX, "train.save_every=0", "--variants", "no_shaping", "--out", str(out)]
+    run = out / "mssr__s0"
+    job = _submit_and_wait_for_step(out, args, run, lambda: _steps(run) >= 2)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    again = mssr(*args, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    record = _jobs(out)["mssr__s0"]
+    assert record["job_id"] == job and record["submissions"] == 1  # requeued itself
+    _like_the_reference(run, reference)

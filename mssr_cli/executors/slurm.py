@@ -17,6 +17,7 @@ from mssr_cli.executors.planned import PlannedRun, train_command
 from mssr_cli.executors.records import JobRecord, now
 
 SUBMITIT_DIR = ".slurm"  # in the batch folder: submitit's pickles and the jobs' logs
+MAX_REQUEUES = 1000  # time limits a run may checkpoint and requeue at
 
 # sacct states of a job that is not over (a rerun leaves such a run to its job)
 ACTIVE = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
@@ -115,7 +116,8 @@ def submit(out: Path, groups: list[tuple[dict, list[PlannedRun]]]) -> dict[str, 
     try:
         with _stderr_captured() as captured:
             for params, members in groups:
-                executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
+                # each time limit checkpoints and requeues the run, which goes on from there: no cap but a sanity one
+                executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_REQUEUES)
                 executor.update_parameters(**params)
                 with executor.batch():
                     jobs = [executor.submit(_job_for(run, out)) for run in members]
