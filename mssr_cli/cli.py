@@ -66,6 +66,19 @@ def train(
     except ConfigError as err:
         fail(str(err))
     launch_overrides = typed if resume else overrides
+    if cfg.executor.name == "slurm":  # submit the run as a SLURM job (or print its batch script) and return
+        from mssr_cli.executors.slurm import SlurmError
+        from mssr_cli.experiments.batch import submit_train
+
+        if dry_run:
+            from mssr_cli.training.plan import print_dry_run
+
+            print_dry_run(cfg, launch_overrides, run_dir, resume, stdout_console(), launch=False)
+        try:
+            submit_train(cfg, launch_overrides, run_dir, resume, dry_run, stdout_console())
+        except (ConfigError, SlurmError) as err:
+            fail(str(err))
+        return
     if dry_run:  # the resolved config, the plan (downloads, layout, memory) and any launch command
         from mssr_cli.training.plan import print_dry_run
 

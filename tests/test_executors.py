@@ -119,3 +119,52 @@ def test_two_local_runs_at_once_each_in_its_own_folder(tmp_path, tiny_policy_pat
         assert json.loads((tmp_path / "batch" / run.name / "summary.json").read_text())["steps"] == 2
     (a0, a1), (b0, b1) = spans["a"], spans["b"]
     assert a0 < b1 and b0 < a1, spans  # the two overlapped: neither waited for the other
+
+
+def test_train_dry_run_prints_the_jobs_batch_script_without_a_cluster(tmp_path):
+    from distributed_runs import mssr
+
+    run = tmp_path / "runs" / "p7b"
+    out = mssr("train", "experiment=paper_7b", "executor=slurm", "executor.partition=gpu", "executor.account=lab",
+               "executor.time_min=1440", "executor.cpus_per_task=64", "--run-dir", str(run), "--dry-run",
+               env={"PATH": str(tmp_path / "empty")})  # no sbatch: a dry run needs none
+    assert out.returncode == 0, out.stderr[-3000:]
+    script = out.stdout[out.stdout.index("#!/bin/bash"):]
+    for line in ("#SBATCH --gpus-per-node=8", "#SBATCH --partition=gpu", "#SBATCH --account=lab", "#SBATCH --time=1440",
+                 "#SBATCH --cpus-per-task=64", "#SBATCH --nodes=1", "#SBATCH --signal=USR2@120",
+                 "#SBATCH --job-name=mssr-p7b"):
+        assert line in script, (line, script)
+    assert "--array" not in script and "Launch (not run)" not in out.stdout
+    job = next(line for line in out.stdout.splitlines() if line.startswith("the job runs:"))
+    assert "experiment=paper_7b" in job and job.endswith(f"executor.name=local --run-dir {run}")
+    assert not run.parent.exists()  # nothing written
+
+
+def test_ablate_dry_run_prints_one_array_for_runs_that_share_their_resources(tmp_path):
+    from distributed_runs import mssr
+
+    out = tmp_path / "abl"
+    result = mssr("ablate", "executor=slurm", "executor.gpus_per_node=0", "executor.setup=['module load cuda']",
+                  "train.max_steps=2", "--variants", "no_shaping", "--seeds", "2", "--out", str(out), "--dry-run",
+                  env={"PATH": str(tmp_path / "empty")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("#!/bin/bash") == 1 and "#SBATCH --array=0-3%4" in result.stdout
+    assert "# setup\nmodule load cuda" in result.stdout and "--gpus-per-node" not in result.stdout
+    tasks = [line for line in result.stdout.splitlines() if line.startswith("task ")]
+    assert [t.split(" runs: ")[0] for t in tasks] == ["task 0", "task 1", "task 2", "task 3"]
+    assert all("executor.name=local" in t for t in tasks) and tasks[3].endswith(f"--run-dir {out / 'no_shaping__s1'}")
+    assert not out.exists()
+
+
+def test_resume_takes_the_executor_group_and_refuses_an_unknown_one(tmp_path):
+    from mssr_cli.config.compose import ConfigError
+    from mssr_cli.runs.folder import RunFolder, resume_config
+
+    run = tmp_path / "run"
+    RunFolder(run).write_start(compose([]), [])
+    (run / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    cfg, overrides = resume_config(run, ["executor=slurm", "executor.partition=other"])
+    assert (cfg.executor.name, cfg.executor.partition, cfg.executor.time_min) == ("slurm", "other", 240)
+    assert overrides[-2:] == ["executor=slurm", "executor.partition=other"]
+    with pytest.raises(ConfigError, match="executor=nosuch: unknown executor option; valid choices: local, slurm"):
+        resume_config(run, ["executor=nosuch"])

@@ -81,6 +81,12 @@ def test_an_ablation_runs_as_a_job_array_and_is_compared(ablation):
     assert {row["variant"]: int(row["seeds"]) for row in rows} == {"mssr": 2, "no_shaping": 2}, rows
     for name in jobs:
         assert [m["step"] for m in _lines(out / name)] == [0, 1, 2]
+    # --dry-run prints the very script that was submitted
+    [submitted] = [p.read_text() for p in (out / ".slurm").glob("*_submission.sh")]
+    dry = mssr(*ablation[0], "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    printed = dry.stdout[dry.stdout.index("#!/bin/bash"):dry.stdout.index("\ntask 0 runs:")]
+    assert printed.strip() == submitted.strip()
     print(f"\n4-run ablation under executor=slurm: {seconds:.0f} s")
 
 
@@ -215,3 +221,31 @@ def test_the_signal_before_the_time_limit_checkpoints_and_requeues_the_run(tmp_p
     record = _jobs(out)["mssr__s0"]
     assert record["job_id"] == job and record["submissions"] == 1  # requeued itself
     _like_the_reference(run, reference)
+
+
+def _wait_done(out: Path, timeout: float = 600) -> str:
+    deadline = time.time() + timeout
+    while True:
+        status = mssr("status", str(out))
+        if status.returncode == 0:
+            return status.stdout
+        assert time.time() < deadline and "failed" not in status.stdout, status.stdout + status.stderr
+        time.sleep(1)
+
+
+def test_train_submits_one_run_returns_and_a_resume_extends_it_as_a_job(tmp_path, tiny_policy_path):
+    runs = tmp_path / "runs"
+    run = runs / "one"
+    started = time.time()
+    submitted = mssr("train", *SLURM, *SHORT, "--run-dir", str(run))
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    assert time.time() - started < 60 and f"mssr status {runs}" in submitted.stdout  # returned at once
+    assert list(_jobs(runs)) == ["one"]
+    assert "one" in _wait_done(runs) and [m["step"] for m in _lines(run)] == [0, 1, 2]
+    # moved on: the finished run, resumed as a SLURM job on another partition, trains two more steps
+    more = mssr("train", "--resume", str(run), *SLURM, "executor.partition=other", "train.max_steps=4")
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert _jobs(runs)["one"]["submissions"] == 2
+    _wait_done(runs)
+    assert [m["step"] for m in _lines(run)] == [0, 1, 2, 3, 4]
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4

@@ -20,12 +20,16 @@ class PlannedRun:
     status: str = "pending"  # pending | skipped | done | failed | busy (running elsewhere) | queued (submitted, not finished)
     error: str | None = None
     folder: Path | None = field(default=None, repr=False)
+    resume: bool = False  # the run folder exists: `mssr train --resume` with only the overrides --resume allows
 
 
-def train_command(run: PlannedRun, folder: Path) -> list[str]:
+def train_command(run: PlannedRun, folder: Path, extra: list[str] | tuple = ()) -> list[str]:
     """``mssr train`` for one run. The same command starts it, resumes it after a kill, a requeue or a
     resubmission (a run folder of the same settings resumes from its newest checkpoint) and refuses to wipe it."""
-    return [sys.executable, "-m", "mssr_cli", "train", *run.overrides, "logging.progress=false", "--run-dir", str(folder)]
+    head = [sys.executable, "-m", "mssr_cli", "train"]
+    if run.resume:
+        return [*head, "--resume", str(folder), *run.overrides, "logging.progress=false", *extra]
+    return [*head, *run.overrides, "logging.progress=false", *extra, "--run-dir", str(folder)]
 
 
 def steps_done(folder: Path) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -65,8 +66,10 @@ def job_parameters(executor_cfg, launcher_cfg, name: str) -> dict:
                          "per-node commands")
     params: dict = {"job_name": name, "time": int(executor_cfg.time_min), "nodes": nodes, "ntasks_per_node": 1,
                     "signal_delay_s": int(executor_cfg.signal_delay_s),
-                    "array_parallelism": int(executor_cfg.array_parallelism), "setup": list(executor_cfg.setup),
+                    "array_parallelism": int(executor_cfg.array_parallelism),
                     "additional_parameters": sbatch_extra(executor_cfg.sbatch_extra)}
+    if executor_cfg.setup:
+        params["setup"] = [str(line) for line in executor_cfg.setup]
     if gpus:
         params["gpus_per_node"] = int(gpus)
     for key in ("partition", "account", "qos", "constraint", "cpus_per_task"):
@@ -132,11 +135,29 @@ def submit(out: Path, groups: list[tuple[dict, list[PlannedRun]]]) -> dict[str, 
     return {run.name: JobRecord(run.name, "slurm", str(job.job_id), when) for run, job in submitted}
 
 
+def job_command(run: PlannedRun, out: Path) -> list[str]:
+    """The ``mssr train`` a job runs: the run's own command, trained inside the job (never submitted again)."""
+    return train_command(run, Path(out) / run.name, extra=["executor.name=local"])
+
+
 def _job_for(run: PlannedRun, out: Path):
     from mssr_cli.executors.train_job import TrainJob
 
     folder = Path(out) / run.name
-    return TrainJob(train_command(run, folder), str(folder), str(Path(out) / SUBMITIT_DIR / f"{run.name}.stderr"))
+    return TrainJob(job_command(run, out), str(folder), str(Path(out) / SUBMITIT_DIR / f"{run.name}.stderr"))
+
+
+def batch_script(out: Path, params: dict, count: int) -> str:
+    """The sbatch script submitit would submit for ``count`` runs of these parameters (a job array when count > 1),
+    from submitit's own script writer; nothing is submitted and no cluster is needed (submitit's executor itself
+    wants srun on PATH). Each task runs submitit's loader of its pickled TrainJob."""
+    import sys
+
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    folder = Path(out) / SUBMITIT_DIR
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    return _make_sbatch_string(command=command, folder=folder, map_count=count if count > 1 else None, **params)
 
 
 def states(out: Path, records: dict[str, JobRecord]) -> dict[str, str]:

@@ -12,6 +12,7 @@ preempted or timed-out one is resubmitted (it resumes from its newest checkpoint
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -80,6 +81,8 @@ def run_plan(runs: list[PlannedRun], out: Path, title: str, dry_run: bool, conso
         table.add_row(r.name, " ".join(r.overrides))
     console.print(table)
     if dry_run:
+        if executor == "slurm":
+            print_batch_scripts(runs, configs, out, console)
         return out
 
     if executor == "slurm":
@@ -104,9 +107,39 @@ def run_plan(runs: list[PlannedRun], out: Path, title: str, dry_run: bool, conso
     return out
 
 
-def submit_to_slurm(runs: list[PlannedRun], configs, out: Path, console) -> int:
-    """Submit every run that needs a job; returns how many were submitted. A finished run is skipped, one whose job
-    is queued or running is left to it, any other (never submitted, failed, cancelled, preempted, timed out) is
+def _add_to_group(groups: dict, run: PlannedRun, cfg, name: str) -> None:
+    """Runs of equal job parameters share one job array, named ``name``."""
+    from mssr_cli.executors import slurm
+
+    params = slurm.job_parameters(cfg.executor, cfg.launcher, name)
+    groups.setdefault(json.dumps(params, sort_keys=True), (params, []))[1].append(run)
+
+
+def _job_name(runs: list[PlannedRun], out: Path) -> str:
+    return f"mssr-{runs[0].name if len(runs) == 1 else out.name}"
+
+
+def print_batch_scripts(runs: list[PlannedRun], configs, out: Path, console) -> None:
+    """--dry-run with executor=slurm: the sbatch script of each job array that would be submitted, and the
+    ``mssr train`` each of its tasks runs. Submits nothing; needs no cluster."""
+    from mssr_cli.executors import slurm
+
+    groups: dict[str, tuple[dict, list[PlannedRun]]] = {}
+    for run, cfg in zip(runs, configs, strict=True):
+        _add_to_group(groups, run, cfg, _job_name(runs, out))
+    for params, members in groups.values():
+        what = f"a job array of {len(members)} tasks" if len(members) > 1 else "one job"
+        console.print(f"\nBatch script ({what}; not submitted):", markup=False, highlight=False)
+        console.print(slurm.batch_script(out, params, len(members)), markup=False, highlight=False, soft_wrap=True)
+        for i, run in enumerate(members):
+            task = f"task {i}" if len(members) > 1 else "the job"
+            command = " ".join(shlex.quote(a) for a in slurm.job_command(run, out))
+            console.print(f"{task} runs: {command}", markup=False, highlight=False, soft_wrap=True)
+
+
+def submit_to_slurm(runs: list[PlannedRun], configs, out: Path, console, skip_finished: bool = True) -> int:
+    """Submit every run that needs a job; returns how many were submitted. A finished run is skipped (unless
+    ``skip_finished`` is False: a --resume that extends it), one whose job is queued or running is left to it, any other (never submitted, failed, cancelled, preempted, timed out) is
     submitted, resuming its newest checkpoint. Runs of equal job parameters go as one job array."""
     from mssr_cli.executors import slurm
     from mssr_cli.executors.records import read_jobs, write_jobs
@@ -117,7 +150,7 @@ def submit_to_slurm(runs: list[PlannedRun], configs, out: Path, console) -> int:
     groups: dict[str, tuple[dict, list[PlannedRun]]] = {}
     for run, cfg in zip(runs, configs, strict=True):
         run.folder = out / run.name
-        if (run.folder / "summary.json").exists():
+        if skip_finished and (run.folder / "summary.json").exists():
             run.status = "skipped"
             console.print(f"[dim]{run.name}: finished earlier, skipped[/dim]")
             continue
@@ -125,8 +158,7 @@ def submit_to_slurm(runs: list[PlannedRun], configs, out: Path, console) -> int:
             run.status = "queued"
             console.print(f"[dim]{run.name}: job {records[run.name].job_id} is {known[run.name].lower()}, left to it[/dim]")
             continue
-        params = slurm.job_parameters(cfg.executor, cfg.launcher, f"mssr-{out.name}")
-        groups.setdefault(json.dumps(params, sort_keys=True), (params, []))[1].append(run)
+        _add_to_group(groups, run, cfg, _job_name(runs, out))
     if not groups:
         console.print("Nothing to submit: every run is finished, queued or running.")
         return 0
@@ -187,3 +219,23 @@ def wait_for_slurm(runs: list[PlannedRun], out: Path, console) -> bool:
             run.error = last_line(log) if log.exists() else f"job {records[run.name].job_id}: {known.get(run.name)}" \
                 if run.name in records else None
     return True
+
+
+def submit_train(cfg, overrides: list[str], run_dir: Path | None, resume: Path | None, dry_run: bool, console) -> None:
+    """``mssr train ... executor=slurm``: the run as one SLURM job (``--dry-run``: its batch script), recorded in
+    the jobs.json of the folder that holds the run folder, so ``mssr status`` and ``mssr cancel`` find it there."""
+    from mssr_cli.runs.folder import run_name
+    from mssr_cli.runs.wandb_run import folder_name
+
+    folder = Path(resume or run_dir or Path(cfg.logging.runs_root) / folder_name(run_name(cfg)))
+    run = PlannedRun(folder.name, list(overrides), int(cfg.train.max_steps), resume=resume is not None)
+    out = folder.parent
+    if dry_run:
+        print_batch_scripts([run], [cfg], out, console)
+        return
+    if resume is None:
+        check_existing([run], out)  # a folder of other settings: refused before anything is queued
+    # --resume of a finished run extends it (train.max_steps): submitted even though summary.json exists
+    if submit_to_slurm([run], [cfg], out, console, skip_finished=resume is None):
+        console.print(f"The run trains in {folder}. Watch with `mssr status {out}`, cancel with `mssr cancel {out}`.",
+                      soft_wrap=True)

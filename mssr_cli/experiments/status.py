@@ -82,10 +82,11 @@ def batch_status(out: Path) -> list[RunStatus]:
     rows = []
     for name in names:
         folder = out / name
-        if (folder / "summary.json").exists():
+        state = known.get(name, "UNKNOWN")
+        if (folder / "summary.json").exists() and state not in slurm.ACTIVE:  # a queued job may extend a finished run
             rows.append(RunStatus(name, "done", _finished(folder)))
         elif name in records:
-            state, job = known.get(name, "UNKNOWN"), records[name].job_id
+            job = records[name].job_id
             if state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"):
                 rows.append(RunStatus(name, "queued", f"job {job} ({state.lower()})"))
             elif state in slurm.ACTIVE:

@@ -51,6 +51,7 @@ HOW_IT_RUNS = ("train.num_threads", "train.vllm_server_host", "train.vllm_server
 RESUME_KEYS = ("train.max_steps", "train.save_every", "train.keep_checkpoints", "train.eval_every",
                "train.on_collapse", "train.rollback.max_times", "train.log_samples_every", "train.log_samples",
                *HOW_IT_RUNS)
+RESUME_GROUPS = ("executor",)  # config groups --resume accepts whole (`executor=slurm`): they hold HOW_IT_RUNS keys only
 
 
 class RunFolderError(Exception):
@@ -351,6 +352,18 @@ def _provenance() -> dict:
     }
 
 
+def _group_option(group: str, option: str, current):
+    """The keys of conf/<group>/<option>.yaml over ``current`` (ConfigError naming the valid options)."""
+    from omegaconf import OmegaConf
+
+    from mssr_cli.config.compose import ConfigError
+    from mssr_cli.config.paths import conf_dir, group_options
+
+    if option not in group_options(group):
+        raise ConfigError(f"{group}={option}: unknown {group} option; valid choices: {', '.join(group_options(group))}")
+    return OmegaConf.merge(current, OmegaConf.load(conf_dir() / group / f"{option}.yaml"))
+
+
 def resume_config(run_dir: Path, extra_overrides: list[str]):
     """``mssr train --resume RUN_DIR``: (config, overrides) of the run saved in RUN_DIR, with the
     ``RESUME_KEYS`` overrides given applied. Raises ConfigError (one line) when RUN_DIR is no run
@@ -377,6 +390,10 @@ def resume_config(run_dir: Path, extra_overrides: list[str]):
         key = key.lstrip("+~")
         if not sep:
             raise ConfigError(f"{override}: not a key=value override")
+        if key in RESUME_GROUPS:  # executor=slurm: a whole group of keys that say where the run runs
+            cfg[key] = _group_option(key, value, cfg[key])
+            overrides = [o for o in overrides if o.partition("=")[0].lstrip("+~") != key] + [override]
+            continue
         try:
             parsed = OmegaConf.select(OmegaConf.from_dotlist([f"{key}={value}"]), key)
         except OmegaConfBaseException as err:

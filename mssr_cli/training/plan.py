@@ -31,15 +31,16 @@ def launcher_of(cfg) -> tuple[str, int]:
     return name, int(cfg.launcher.num_processes or ASSUMED_GPUS) * int(cfg.launcher.num_machines)
 
 
-def print_dry_run(cfg, overrides: list[str], run_dir, resume, console) -> None:
-    """``mssr train --dry-run``: resolved config, plan, and the ``accelerate launch`` line if any."""
+def print_dry_run(cfg, overrides: list[str], run_dir, resume, console, launch: bool = True) -> None:
+    """``mssr train --dry-run``: resolved config, plan, and the ``accelerate launch`` line if any (not with
+    ``launch=False``: executor=slurm prints the job's batch script instead, whose command launches it)."""
     from omegaconf import OmegaConf
 
     console.print(OmegaConf.to_yaml(cfg), end="", markup=False, highlight=False)
     console.print("\n".join(describe_plan(cfg)), markup=False, highlight=False, soft_wrap=True)
     from mssr_cli.training.launch import LaunchError, launched, relaunch
 
-    if cfg.launcher.name == "none" or launched():  # a launched process trains itself: nothing to launch
+    if not launch or cfg.launcher.name == "none" or launched():  # a launched process trains itself: nothing to launch
         return
     console.print("Launch (not run):", markup=False, highlight=False)
     try:
