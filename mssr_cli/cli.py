@@ -35,6 +35,10 @@ app = typer.Typer(
 )
 
 
+def _benchmarks(given: str | None) -> list[str] | None:
+    return [b.strip() for b in given.split(",") if b.strip()] if given else None
+
+
 @app.callback()
 def main() -> None:
     """Single-rollout RL (MSSR, MVSR) vs GRPO for multimodal LLMs, on TRL."""
@@ -112,6 +116,8 @@ def ablate(
     out: Annotated[Path | None, typer.Option("--out", help="Ablation folder (default: runs/ablate__<algo>__<overrides hash>).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and exit.")] = False,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="executor=slurm: submit and return at once (watch with `mssr status DIR`).")] = False,
+    evals: Annotated[str | None, typer.Option("--eval", help="Also evaluate every finished run on these benchmarks (comma-separated, as mssr eval --benchmarks) into <run>/eval/; compare adds a column per benchmark. On SLURM each is a job after its run's training job.")] = None,
+    eval_limit: Annotated[int | None, typer.Option("--eval-limit", help="With --eval: only the first N items of each benchmark.")] = None,
 ) -> None:
     """Run the base config and each ablation variant with identical settings and seeds, then compare.
 
@@ -129,7 +135,8 @@ def ablate(
         fail("--no-shaping and --variants: give one of them")
     chosen = ["no_shaping"] if no_shaping else [v.strip() for v in variants.split(",") if v.strip()] if variants else None
     try:
-        run_ablation(list(overrides or []), chosen, seeds, out, dry_run, stdout_console(), wait=not no_wait)
+        run_ablation(list(overrides or []), chosen, seeds, out, dry_run, stdout_console(), wait=not no_wait,
+                     evals=_benchmarks(evals), eval_limit=eval_limit)
     except (ConfigError, SlurmError) as err:
         fail(str(err))
     except CompareError as err:  # the runs are on disk; only the comparison had nothing to compare
@@ -200,6 +207,8 @@ def sweep(
     out: Annotated[Path | None, typer.Option("--out", help="Sweep folder (default: runs/sweep__<name>).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and exit.")] = False,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="executor=slurm: submit and return at once (watch with `mssr status DIR`).")] = False,
+    evals: Annotated[str | None, typer.Option("--eval", help="Also evaluate every finished run on these benchmarks (comma-separated, as mssr eval --benchmarks) into <run>/eval/; compare adds a column per benchmark. On SLURM each is a job after its run's training job.")] = None,
+    eval_limit: Annotated[int | None, typer.Option("--eval-limit", help="With --eval: only the first N items of each benchmark.")] = None,
 ) -> None:
     """Run a W&B sweep file locally (--local), or as SLURM jobs (executor=slurm), as ordinary runs, then compare them.
 
@@ -219,11 +228,35 @@ def sweep(
             fail(f"{file}: on a W&B server run `wandb login` (or set WANDB_API_KEY), `wandb sweep {file}`, then "
                  "`wandb agent <entity/project/sweep_id>` (its runs log online to the sweep); "
                  "add --local to run it here without one (or executor=slurm to run it as SLURM jobs)")
-        run_local_sweep(file, max_runs, out, dry_run, stdout_console(), overrides, wait=not no_wait)
+        run_local_sweep(file, max_runs, out, dry_run, stdout_console(), overrides, wait=not no_wait,
+                        evals=_benchmarks(evals), eval_limit=eval_limit)
     except (ConfigError, SlurmError) as err:
         fail(str(err))
     except CompareError as err:  # the runs are on disk; only the comparison had nothing to compare
         fail(f"compare after the runs: {err}")
+
+
+@app.command()
+def agents(
+    sweep_id: Annotated[str, typer.Argument(help="The sweep, as `wandb sweep FILE` printed it: entity/project/id.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="executor=slurm and its keys (partition, account, time_min, ...); launcher keys for the GPUs per job.")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="Agent jobs to submit (one job array).")] = 1,
+    count: Annotated[int | None, typer.Option("--count", help="Runs each agent takes before it stops (wandb agent --count; default: until the sweep ends).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder recording the jobs (default: runs/agents__<sweep id>).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the batch script and exit.")] = False,
+) -> None:
+    """Submit W&B sweep agents as SLURM jobs: each runs `wandb agent SWEEP_ID`, which trains the sweep's runs
+    (`mssr train ${args_no_hyphens}`) one after another inside the job, logging online to the sweep. The jobs get
+    this shell's environment: set WANDB_API_KEY here (it is never written to disk)."""
+    from mssr_cli.config.compose import ConfigError
+    from mssr_cli.console import fail, stdout_console
+    from mssr_cli.executors.slurm import SlurmError
+    from mssr_cli.experiments.agents import submit_agents
+
+    try:
+        submit_agents(sweep_id, jobs, count, list(overrides or []), out, dry_run, stdout_console())
+    except (ConfigError, SlurmError) as err:
+        fail(str(err))
 
 
 @app.command()

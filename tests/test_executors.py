@@ -168,3 +168,45 @@ def test_resume_takes_the_executor_group_and_refuses_an_unknown_one(tmp_path):
     assert overrides[-2:] == ["executor=slurm", "executor.partition=other"]
     with pytest.raises(ConfigError, match="executor=nosuch: unknown executor option; valid choices: local, slurm"):
         resume_config(run, ["executor=nosuch"])
+
+
+def test_agents_dry_run_and_refusals_without_a_cluster(tmp_path):
+    from cli_helpers import one_line_error
+    from distributed_runs import mssr
+
+    env = {"PATH": str(tmp_path / "empty")}
+    dry = mssr("agents", "lab/mssr/abc", "executor=slurm", "executor.gpus_per_node=0", "--jobs", "3", "--count", "2",
+               "--out", str(tmp_path / "ag"), "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "#SBATCH --array=0-2%3" in dry.stdout and "#SBATCH --job-name=mssr-agent-abc" in dry.stdout
+    assert dry.stdout.strip().splitlines()[-1].endswith("-m wandb agent --count 2 lab/mssr/abc")
+    assert not (tmp_path / "ag").exists()
+    one_line_error(mssr("agents", "lab/mssr/abc", "--jobs", "2", env=env), "give executor=slurm")
+    one_line_error(mssr("agents", "lab/mssr/abc", "executor=slurm", "--jobs", "0", env=env), "--jobs 0")
+    one_line_error(mssr("agents", "lab/mssr/abc", "executor=slurm", env=env), "`sbatch` not found")
+
+
+@pytest.mark.slow
+def test_local_ablation_with_eval_evaluates_each_run_once_and_compares_per_benchmark(tmp_path, tiny_policy_path):
+    import csv
+
+    from distributed_runs import mssr
+
+    out = tmp_path / "abl"
+    args = ["ablate", "train.max_steps=1", "train.rollouts_per_step=8", "train.eval_every=1", "train.save_every=0",
+            "data.val_limit=8", "logging.wandb=disabled", "algo.tracker.warm_start=false", "--variants", "no_shaping",
+            "--out", str(out), "--eval", "digits", "--eval-limit", "4"]
+    first = mssr(*args, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for name in ("mssr__s0", "no_shaping__s0"):
+        summary = json.loads((out / name / "eval" / "summary.json").read_text())
+        assert summary["limit"] == 4 and summary["benchmarks"]["digits"]["n"] == 4
+    with (out / "compare.csv").open() as f:
+        rows = {row["variant"]: row for row in csv.DictReader(f)}
+    for variant in ("mssr", "no_shaping"):
+        got = json.loads((out / f"{variant}__s0" / "eval" / "summary.json").read_text())["benchmarks"]["digits"]
+        assert float(rows[variant]["digits_mean"]) == pytest.approx(got["accuracy"])
+    stamp = (out / "mssr__s0" / "eval" / "summary.json").stat().st_mtime
+    again = mssr(*args, timeout=900)  # finished and evaluated: neither trained nor evaluated again
+    assert again.returncode == 0 and "evaluated earlier on digits, skipped" in again.stdout, again.stdout
+    assert (out / "mssr__s0" / "eval" / "summary.json").stat().st_mtime == stamp

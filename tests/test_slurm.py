@@ -47,7 +47,16 @@ def slurm_cluster():
 
 
 def _jobs(out: Path) -> dict:
-    return {row["run"]: row for row in json.loads((out / "jobs.json").read_text())["jobs"]}
+    """The training jobs of jobs.json, by run."""
+    return {row["run"]: row for row in json.loads((out / "jobs.json").read_text())["jobs"] if row["stage"] == "train"}
+
+
+def _times(job_id: str) -> tuple[str, str]:
+    """sacct's Start and End of a job (ISO times: they sort as strings)."""
+    out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "Start,End", "-j", job_id], capture_output=True, text=True,
+                         check=True).stdout.split()
+    start, end = out[0].split("|")
+    return start, end
 
 
 def _lines(run: Path) -> list[dict]:
@@ -56,9 +65,11 @@ def _lines(run: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def ablation(tmp_path_factory, tiny_policy_path):
-    """2 variants (MSSR, MVSR) x 2 seeds submitted as one job array, waited for and compared."""
+    """2 variants (MSSR, MVSR) x 2 seeds submitted as one job array, each run evaluated on digits (8 items) by a job
+    of its own after its training job, waited for and compared."""
     out = tmp_path_factory.mktemp("slurm") / "abl"
-    args = ["ablate", *SLURM, *SHORT, "--variants", "no_shaping", "--seeds", "2", "--out", str(out)]
+    args = ["ablate", *SLURM, *SHORT, "--variants", "no_shaping", "--seeds", "2", "--out", str(out),
+            "--eval", "digits", "--eval-limit", "8"]
     started = time.time()
     first = mssr(*args, timeout=900)
     return args, out, first, time.time() - started
@@ -67,8 +78,10 @@ def ablation(tmp_path_factory, tiny_policy_path):
 def test_an_ablation_runs_as_a_job_array_and_is_compared(ablation):
     _, out, first, seconds = ablation
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    jobs = _jobs(out)
-    assert sorted(jobs) == ["mssr__s0", "mssr__s1", "no_shaping__s0", "no_shaping__s1"]
+    rows = json.loads((out / "jobs.json").read_text())["jobs"]
+    jobs = {row["run"]: row for row in rows if row["stage"] == "train"}
+    evals = {row["run"]: row for row in rows if row["stage"] == "eval"}
+    assert sorted(jobs) == sorted(evals) == ["mssr__s0", "mssr__s1", "no_shaping__s0", "no_shaping__s1"]
     arrays = {row["job_id"].split("_")[0] for row in jobs.values()}
     assert len(arrays) == 1 and all("_" in row["job_id"] for row in jobs.values()), jobs  # one array of 4 tasks
     assert {row["executor"] for row in jobs.values()} == {"slurm"} and {row["submissions"] for row in jobs.values()} == {1}
@@ -76,16 +89,30 @@ def test_an_ablation_runs_as_a_job_array_and_is_compared(ablation):
     assert status.returncode == 0, status.stdout + status.stderr  # every run done
     lines = [line for line in status.stdout.splitlines() if line.split() and line.split()[0] in jobs]
     assert len(lines) == 4 and all(line.split()[1] == "done" for line in lines), status.stdout
+    eval_lines = [line for line in status.stdout.splitlines() if line.split() and line.split()[0].endswith(":eval")]
+    assert len(eval_lines) == 4 and all(line.split()[1] == "done" and "digits" in line for line in eval_lines)
+    # each evaluation is its own job, started only after its run's training job ended
+    for name, row in evals.items():
+        assert "_" not in row["job_id"] and row["job_id"] != jobs[name]["job_id"]
+        trained = _times(jobs[name]["job_id"])
+        evaluated = _times(row["job_id"])
+        assert evaluated[0] >= trained[1], (name, trained, evaluated)
+        summary = json.loads((out / name / "eval" / "summary.json").read_text())
+        assert summary["limit"] == 8 and summary["benchmarks"]["digits"]["n"] == 8
     with (out / "compare.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert {row["variant"]: int(row["seeds"]) for row in rows} == {"mssr": 2, "no_shaping": 2}, rows
+    for row in rows:  # --eval's benchmark columns: the mean over the variant's two runs' digits accuracy
+        accuracies = [json.loads((out / f"{row['variant']}__s{seed}" / "eval" / "summary.json").read_text())
+                      ["benchmarks"]["digits"]["accuracy"] for seed in (0, 1)]
+        assert float(row["digits_mean"]) == pytest.approx(sum(accuracies) / 2)
     for name in jobs:
         assert [m["step"] for m in _lines(out / name)] == [0, 1, 2]
     # --dry-run prints the very script that was submitted
-    [submitted] = [p.read_text() for p in (out / ".slurm").glob("*_submission.sh")]
+    [submitted] = [text for p in (out / ".slurm").glob("*_submission.sh") if "--array" in (text := p.read_text())]
     dry = mssr(*ablation[0], "--dry-run")
     assert dry.returncode == 0, dry.stderr[-3000:]
-    printed = dry.stdout[dry.stdout.index("#!/bin/bash"):dry.stdout.index("\ntask 0 runs:")]
+    printed = dry.stdout[dry.stdout.index("#!/bin/bash"):dry.stdout.index("\ntask 0 runs:")]  # the array's
     assert printed.strip() == submitted.strip()
     print(f"\n4-run ablation under executor=slurm: {seconds:.0f} s")
 
@@ -249,3 +276,47 @@ def test_train_submits_one_run_returns_and_a_resume_extends_it_as_a_job(tmp_path
     _wait_done(runs)
     assert [m["step"] for m in _lines(run)] == [0, 1, 2, 3, 4]
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
+
+
+FAKE_WANDB = """import json, os, sys
+# a stand-in for `python -m wandb`: what the agent job was asked to run, and in which environment
+out = os.environ["MSSR_FAKE_WANDB_OUT"]
+with open(os.path.join(out, f"agent_{os.environ.get('SLURM_ARRAY_TASK_ID', 'x')}.json"), "w") as f:
+    json.dump({"argv": sys.argv[1:], "env": {k: os.environ.get(k) for k in
+               ("WANDB_API_KEY", "WANDB_ENTITY", "SLURM_JOB_PARTITION", "SLURM_ARRAY_TASK_COUNT")}}, f)
+"""
+
+
+def test_agents_submits_n_wandb_agent_jobs_with_the_submitting_environment(tmp_path):
+    """No W&B server here: a fake `wandb` module records the command and environment each job got."""
+    fake = tmp_path / "fake"
+    (fake / "wandb").mkdir(parents=True)
+    (fake / "wandb" / "__init__.py").write_text("")
+    (fake / "wandb" / "__main__.py").write_text(FAKE_WANDB)
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    out = tmp_path / "agents"
+    env = {"PYTHONPATH": f"{fake}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "MSSR_FAKE_WANDB_OUT": str(seen),
+           "WANDB_API_KEY": "key-1234567890abcdef", "WANDB_ENTITY": "lab"}
+    result = mssr("agents", "lab/mssr/sw3ep", *SLURM, "executor.partition=other", "--jobs", "2", "--count", "3",
+                  "--out", str(out), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads((out / "jobs.json").read_text())["jobs"]
+    assert sorted(r["run"] for r in rows) == ["agent_0", "agent_1"] and {r["stage"] for r in rows} == {"agent"}
+    deadline = time.time() + 300
+    while len(list(seen.glob("agent_*.json"))) < 2:
+        assert time.time() < deadline, mssr("status", str(out)).stdout
+        time.sleep(0.5)
+    for path in sorted(seen.glob("agent_*.json")):
+        got = json.loads(path.read_text())
+        assert got["argv"] == ["agent", "--count", "3", "lab/mssr/sw3ep"], got
+        assert got["env"] == {"WANDB_API_KEY": "key-1234567890abcdef", "WANDB_ENTITY": "lab",
+                              "SLURM_JOB_PARTITION": "other", "SLURM_ARRAY_TASK_COUNT": "2"}, got
+    status = mssr("status", str(out))  # the agents' jobs, done once each agent stopped
+    deadline = time.time() + 120
+    while status.returncode != 0 and time.time() < deadline:
+        time.sleep(1)
+        status = mssr("status", str(out))
+    assert status.returncode == 0 and status.stdout.count(" done ") == 2, status.stdout + status.stderr
+    # the key reached the jobs through the environment, never through the batch folder
+    assert not [p for p in out.rglob("*") if p.is_file() and b"key-1234567890abcdef" in p.read_bytes()]

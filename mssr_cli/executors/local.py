@@ -113,3 +113,21 @@ def _settle(run: PlannedRun, returncode: int, stderr_path: Path, console) -> Non
         run.error = record_failure(run.folder, stderr_path.read_text(errors="replace"), returncode)
         console.print(f"[bold red]{run.name} failed[/bold red]: {run.error}")
     stderr_path.unlink(missing_ok=True)
+
+
+def evaluate_local(runs: list[PlannedRun], benchmarks: list[str], limit: int | None, console) -> None:
+    """``--eval`` here: each finished run not yet evaluated on ``benchmarks`` (with this ``limit``), one after
+    another, into ``<run>/eval/``. A failed evaluation is reported (stderr in ``<run>/eval/error.log``) and the
+    rest go on; its run stays finished."""
+    from mssr_cli.executors.planned import eval_command, eval_done
+
+    for run in runs:
+        if eval_done(run.folder, benchmarks, limit):
+            console.print(f"[dim]{run.name}: evaluated earlier on {', '.join(benchmarks)}, skipped[/dim]")
+            continue
+        console.print(f"{run.name}: evaluating on {', '.join(benchmarks)}")
+        proc = subprocess.run(eval_command(run.folder, benchmarks, limit), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            error = record_failure(run.folder / "eval", proc.stderr, proc.returncode)
+            console.print(f"[bold red]{run.name}: evaluation failed[/bold red]: {error}")

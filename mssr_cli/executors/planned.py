@@ -32,6 +32,23 @@ def train_command(run: PlannedRun, folder: Path, extra: list[str] | tuple = ()) 
     return [*head, *run.overrides, "logging.progress=false", *extra, "--run-dir", str(folder)]
 
 
+def eval_command(folder: Path, benchmarks: list[str], limit: int | None) -> list[str]:
+    """``mssr eval`` of a finished run on the batch's benchmarks; it writes ``<run>/eval/``."""
+    command = [sys.executable, "-m", "mssr_cli", "eval", "--benchmarks", ",".join(benchmarks), "--model", str(folder)]
+    return command + (["--limit", str(limit)] if limit is not None else [])
+
+
+def eval_done(folder: Path, benchmarks: list[str], limit: int | None) -> bool:
+    """``<run>/eval/summary.json`` holds every one of ``benchmarks``, evaluated with this ``limit``."""
+    import json
+
+    try:
+        summary = json.loads((folder / "eval" / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return summary.get("limit") == limit and set(benchmarks) <= set(summary.get("benchmarks") or {})
+
+
 def steps_done(folder: Path) -> int:
     """RL steps a run folder has logged (line 0 is the validation before training; abandoned lines do not count)."""
     metrics = folder / "metrics.jsonl"

@@ -21,6 +21,12 @@ class JobRecord:
     job_id: str  # the scheduler's id ("123" or, in an array, "123_4")
     submitted: str  # ISO time of the (latest) submission
     submissions: int = 1  # 2 and more: resubmitted (as a resume of its newest checkpoint)
+    stage: str = "train"  # train | eval (`--eval`: the run's evaluation, after its training job succeeded)
+
+    @property
+    def key(self) -> str:
+        """How jobs.json names it: the run for its training job, ``<run>:eval`` for its evaluation job."""
+        return self.run if self.stage == "train" else f"{self.run}:{self.stage}"
 
 
 def now() -> str:
@@ -33,7 +39,8 @@ def read_jobs(out: Path) -> dict[str, JobRecord]:
     if not path.exists():
         return {}
     data = json.loads(path.read_text())
-    return {row["run"]: JobRecord(**row) for row in data["jobs"]}
+    records = [JobRecord(**row) for row in data["jobs"]]
+    return {record.key: record for record in records}
 
 
 def write_jobs(out: Path, records: dict[str, JobRecord]) -> None:

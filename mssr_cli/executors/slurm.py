@@ -12,9 +12,10 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from mssr_cli.executors.planned import PlannedRun, train_command
+from mssr_cli.executors.planned import PlannedRun, eval_command, train_command
 from mssr_cli.executors.records import JobRecord, now
 
 SUBMITIT_DIR = ".slurm"  # in the batch folder: submitit's pickles and the jobs' logs
@@ -107,24 +108,49 @@ def _stderr_captured():
             text.append(tmp.read().decode(errors="replace"))
 
 
-def submit(out: Path, groups: list[tuple[dict, list[PlannedRun]]]) -> dict[str, JobRecord]:
-    """Submit each group (runs of equal job parameters) as one job array; returns the new records by run name.
-    All or nothing: when sbatch refuses a group, the jobs submitted before it are cancelled and SlurmError says why."""
+@dataclass
+class Submission:
+    """One job to submit: its jobs.json record's run and stage, the picklable callable, and what must succeed first
+    (``after``: the key of a submission earlier in the same call, or the id of a job already queued)."""
+
+    run: str
+    stage: str
+    job: object
+    after: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.run if self.stage == "train" else f"{self.run}:{self.stage}"
+
+
+def submit(out: Path, batches: list[tuple[dict, list[Submission]]]) -> dict[str, JobRecord]:
+    """Submit each batch (submissions of equal job parameters) as one job array, in order; returns the new records
+    by key. A submission with ``after`` is its own job, held by SLURM until that job succeeds (afterok). All or
+    nothing: when sbatch refuses one, the jobs submitted before it are cancelled and SlurmError says why."""
     import submitit
 
     require_sbatch()
     folder = Path(out) / SUBMITIT_DIR
-    submitted: list[tuple[PlannedRun, object]] = []
+    submitted: list[tuple[Submission, object]] = []
+    ids: dict[str, str] = {}
     captured: list[str] = []
     try:
         with _stderr_captured() as captured:
-            for params, members in groups:
+            for params, members in batches:
+                after = {m.after for m in members}
+                if len(members) > 1 and after != {None}:
+                    raise ValueError("a job array cannot hold submissions with their own dependencies")
+                params = dict(params)
+                if members[0].after is not None:
+                    params["dependency"] = f"afterok:{ids.get(members[0].after, members[0].after)}"
                 # each time limit checkpoints and requeues the run, which goes on from there: no cap but a sanity one
                 executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_REQUEUES)
                 executor.update_parameters(**params)
                 with executor.batch():
-                    jobs = [executor.submit(_job_for(run, out)) for run in members]
-                submitted += list(zip(members, jobs, strict=True))
+                    jobs = [executor.submit(m.job) for m in members]
+                for member, job in zip(members, jobs, strict=True):
+                    submitted.append((member, job))
+                    ids[member.key] = str(job.job_id)
     except Exception as err:  # noqa: BLE001 - any refusal: undo what was submitted, then say why in one line
         for _, job in submitted:
             job.cancel(check=False)
@@ -132,7 +158,7 @@ def submit(out: Path, groups: list[tuple[dict, list[PlannedRun]]]) -> dict[str, 
             raise
         raise SlurmError(f"sbatch refused the job: {_refusal(err, ''.join(captured))}") from err
     when = now()
-    return {run.name: JobRecord(run.name, "slurm", str(job.job_id), when) for run, job in submitted}
+    return {m.key: JobRecord(m.run, "slurm", ids[m.key], when, stage=m.stage) for m, _ in submitted}
 
 
 def job_command(run: PlannedRun, out: Path) -> list[str]:
@@ -140,11 +166,32 @@ def job_command(run: PlannedRun, out: Path) -> list[str]:
     return train_command(run, Path(out) / run.name, extra=["executor.name=local"])
 
 
-def _job_for(run: PlannedRun, out: Path):
+def train_submission(run: PlannedRun, out: Path) -> Submission:
     from mssr_cli.executors.train_job import TrainJob
 
     folder = Path(out) / run.name
-    return TrainJob(job_command(run, out), str(folder), str(Path(out) / SUBMITIT_DIR / f"{run.name}.stderr"))
+    job = TrainJob(job_command(run, out), str(folder), str(Path(out) / SUBMITIT_DIR / f"{run.name}.stderr"))
+    return Submission(run.name, "train", job)
+
+
+def eval_submission(run: PlannedRun, out: Path, benchmarks: list[str], limit: int | None,
+                    after: str | None) -> Submission:
+    """The run's evaluation as a job, held until ``after`` (its training job) succeeds; its failure's stderr goes to
+    ``<run>/eval/error.log``."""
+    from mssr_cli.executors.train_job import CommandJob
+
+    folder = Path(out) / run.name
+    job = CommandJob(eval_command(folder, benchmarks, limit), str(folder / "eval"),
+                     str(Path(out) / SUBMITIT_DIR / f"{run.name}.eval.stderr"))
+    return Submission(run.name, "eval", job, after)
+
+
+def eval_parameters(train_params: dict) -> dict:
+    """An evaluation job asks for what its run's training job asks for, but at most one GPU (one process)."""
+    params = {**train_params, "job_name": f"{train_params['job_name']}-eval"}
+    if params.get("gpus_per_node"):
+        params["gpus_per_node"] = 1
+    return params
 
 
 def batch_script(out: Path, params: dict, count: int) -> str:
@@ -155,7 +202,7 @@ def batch_script(out: Path, params: dict, count: int) -> str:
 
     from submitit.slurm.slurm import _make_sbatch_string
 
-    folder = Path(out) / SUBMITIT_DIR
+    folder = (Path(out) / SUBMITIT_DIR).absolute()  # as submitit's executor makes it
     command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     return _make_sbatch_string(command=command, folder=folder, map_count=count if count > 1 else None, **params)
 

@@ -44,11 +44,12 @@ def _wait_gone(pid: int) -> None:
 
 
 class TrainFailed(RuntimeError):
-    """The run's process exited non-zero; the message is the one-line error (also in the run's error.log)."""
+    """The command exited non-zero; the message is the one-line error (also in the folder's error.log)."""
 
 
-class TrainJob:
-    """Picklable: a command and the run folder it trains. Raises TrainFailed (the job then ends FAILED)."""
+class CommandJob:
+    """Picklable: a command, the folder whose error.log keeps its stderr on failure, and where stderr goes while it
+    runs. Raises TrainFailed (the job then ends FAILED). Not checkpointable: an evaluation starts over."""
 
     def __init__(self, command: list[str], run_folder: str, stderr_path: str):
         self.command = list(command)
@@ -67,6 +68,10 @@ class TrainJob:
             raise TrainFailed(record_failure(Path(self.run_folder), stderr.read_text(errors="replace"), code))
         stderr.unlink(missing_ok=True)
         return code
+
+
+class TrainJob(CommandJob):
+    """``mssr train`` of one run: checkpointable, so the signal before the time limit requeues it (module doc)."""
 
     def checkpoint(self, *args, **kwargs):
         """submitit calls this on SLURM's signal before the time limit (or a preemption signal): the run checkpoints

@@ -61,11 +61,12 @@ def plan(overrides: list[str], variants: list[str] | None, seeds: int) -> tuple[
 
 
 def run_ablation(overrides: list[str], variants: list[str] | None, seeds: int, out: Path | None, dry_run: bool,
-                 console, wait: bool = True) -> Path:
+                 console, wait: bool = True, evals: list[str] | None = None, eval_limit: int | None = None) -> Path:
     """Plan, run (or print with ``dry_run``) and compare; returns the ablation folder."""
     from mssr_cli.experiments.batch import run_plan
 
     runs, base = plan(overrides, variants, seeds)
     out = out or default_out(overrides, base)
     names = {r.name.rsplit("__s", 1)[0] for r in runs}
-    return run_plan(runs, out, "ablation", dry_run, console, reference="grpo" if "grpo" in names else base, wait=wait)
+    return run_plan(runs, out, "ablation", dry_run, console, reference="grpo" if "grpo" in names else base, wait=wait,
+                    evals=evals, eval_limit=eval_limit)

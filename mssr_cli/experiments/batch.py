@@ -60,7 +60,8 @@ def print_outcome(runs: list[PlannedRun], console) -> None:
 
 
 def run_plan(runs: list[PlannedRun], out: Path, title: str, dry_run: bool, console, metric: str = "val/accuracy",
-             reference: str | None = None, wait: bool = True) -> Path:
+             reference: str | None = None, wait: bool = True, evals: list[str] | None = None,
+             eval_limit: int | None = None) -> Path:
     """Print the planned runs; unless ``dry_run``, run (or submit) them and compare the finished ones."""
     from rich.table import Table
 
@@ -85,8 +86,18 @@ def run_plan(runs: list[PlannedRun], out: Path, title: str, dry_run: bool, conso
             print_batch_scripts(runs, configs, out, console)
         return out
 
+    if evals:
+        from mssr_cli.evaluation.benchmarks import parse_benchmarks
+
+        from mssr_cli.config.compose import ConfigError
+        from mssr_cli.evaluation.errors import EvalError
+
+        try:
+            evals = parse_benchmarks(",".join(evals))  # an unknown benchmark: one line before anything runs
+        except EvalError as err:
+            raise ConfigError(f"--eval: {err}") from err
     if executor == "slurm":
-        submitted = submit_to_slurm(runs, configs, out, console)
+        submitted = submit_to_slurm(runs, configs, out, console, evals=evals, eval_limit=eval_limit)
         if not wait:
             console.print(f"{'Submitted' if submitted else 'Nothing new submitted'}; not waiting (--no-wait). Watch with "
                           f"`mssr status {out}`, cancel with `mssr cancel {out}`, and compare the finished runs with "
@@ -99,6 +110,10 @@ def run_plan(runs: list[PlannedRun], out: Path, title: str, dry_run: bool, conso
 
         cfg = configs[0]
         run_local(runs, out, console, max_parallel=cfg.executor.max_parallel, gpus_per_run=cfg.launcher.num_processes)
+        if evals:
+            from mssr_cli.executors.local import evaluate_local
+
+            evaluate_local([r for r in runs if r.status in ("done", "skipped")], evals, eval_limit, console)
     print_outcome(runs, console)
     if any(r.status in ("done", "skipped") for r in runs):
         from mssr_cli.reporting.compare import run_compare
@@ -137,48 +152,74 @@ def print_batch_scripts(runs: list[PlannedRun], configs, out: Path, console) -> 
             console.print(f"{task} runs: {command}", markup=False, highlight=False, soft_wrap=True)
 
 
-def submit_to_slurm(runs: list[PlannedRun], configs, out: Path, console, skip_finished: bool = True) -> int:
-    """Submit every run that needs a job; returns how many were submitted. A finished run is skipped (unless
-    ``skip_finished`` is False: a --resume that extends it), one whose job is queued or running is left to it, any other (never submitted, failed, cancelled, preempted, timed out) is
-    submitted, resuming its newest checkpoint. Runs of equal job parameters go as one job array."""
+def submit_to_slurm(runs: list[PlannedRun], configs, out: Path, console, skip_finished: bool = True,
+                    evals: list[str] | None = None, eval_limit: int | None = None) -> int:
+    """Submit every run that needs a job; returns how many jobs were submitted. A finished run is skipped (unless
+    ``skip_finished`` is False: a --resume that extends it), one whose job is queued or running is left to it, any
+    other (never submitted, failed, cancelled, preempted, timed out) is submitted, resuming its newest checkpoint.
+    Runs of equal job parameters go as one job array. With ``evals``, each run not yet evaluated on them also gets
+    an evaluation job, held until its training job succeeds (a finished run's starts at once)."""
     from mssr_cli.executors import slurm
+    from mssr_cli.executors.planned import eval_done
     from mssr_cli.executors.records import read_jobs, write_jobs
 
     slurm.require_sbatch()
     records = read_jobs(out)
-    known = slurm.states(out, {r.name: records[r.name] for r in runs if r.name in records})
+    keys = [k for r in runs for k in (r.name, f"{r.name}:eval")]
+    known = slurm.states(out, {k: records[k] for k in keys if k in records})
     groups: dict[str, tuple[dict, list[PlannedRun]]] = {}
+    evaluations: list[tuple[PlannedRun, dict, str | None]] = []  # run, job parameters, the training it waits for
+    stale: dict = {}  # evaluation jobs waiting for a training job that is being replaced
     for run, cfg in zip(runs, configs, strict=True):
         run.folder = out / run.name
-        if skip_finished and (run.folder / "summary.json").exists():
-            run.status = "skipped"
-            console.print(f"[dim]{run.name}: finished earlier, skipped[/dim]")
-            continue
+        params = slurm.job_parameters(cfg.executor, cfg.launcher, _job_name(runs, out))
         if known.get(run.name) in slurm.ACTIVE:
-            run.status = "queued"
-            console.print(f"[dim]{run.name}: job {records[run.name].job_id} is {known[run.name].lower()}, left to it[/dim]")
+            run.status, after = "queued", records[run.name].job_id
+            console.print(f"[dim]{run.name}: job {after} is {known[run.name].lower()}, left to it[/dim]")
+        elif skip_finished and (run.folder / "summary.json").exists():
+            run.status, after = "skipped", None
+            console.print(f"[dim]{run.name}: finished earlier, skipped[/dim]")
+        else:
+            groups.setdefault(json.dumps(params, sort_keys=True), (params, []))[1].append(run)
+            after = run.name  # the training job submitted below
+        if not evals:
             continue
-        _add_to_group(groups, run, cfg, _job_name(runs, out))
-    if not groups:
+        key = f"{run.name}:eval"
+        if known.get(key) in slurm.ACTIVE:
+            if after != run.name:
+                console.print(f"[dim]{key}: job {records[key].job_id} is {known[key].lower()}, left to it[/dim]")
+                continue
+            stale[key] = records[key]  # it waits for the training job being replaced: cancelled, submitted anew
+        elif after is None and eval_done(run.folder, evals, eval_limit):
+            continue
+        evaluations.append((run, slurm.eval_parameters(params), after))
+    batches = [(params, [slurm.train_submission(run, out) for run in members]) for params, members in groups.values()]
+    batches += [(params, [slurm.eval_submission(run, out, evals, eval_limit, after)])
+                for run, params, after in evaluations]
+    if not batches:
         console.print("Nothing to submit: every run is finished, queued or running.")
         return 0
     existed = out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        new = slurm.submit(out, list(groups.values()))
+        new = slurm.submit(out, batches)
     except slurm.SlurmError:
         if not existed:  # nothing recorded: not even the folder this command made
             shutil.rmtree(out, ignore_errors=True)
         raise
-    for name, rec in new.items():
-        if name in records:
-            rec.submissions = records[name].submissions + 1
+    slurm.cancel(stale)
+    for key, rec in new.items():
+        if key in records:
+            rec.submissions = records[key].submissions + 1
     write_jobs(out, records | new)
+    for key, rec in new.items():
+        again = f" (submission {rec.submissions}: resumes its newest checkpoint)" if rec.submissions > 1 and rec.stage == "train" else ""
+        waits = f", after job {new[rec.run].job_id if rec.run in new else records[rec.run].job_id}" \
+            if rec.stage == "eval" and (rec.run in new or known.get(rec.run) in slurm.ACTIVE) else ""
+        console.print(f"{key}: submitted as job {rec.job_id}{again}{waits}")
     for run in runs:
         if run.name in new:
             run.status = "queued"
-            again = f" (submission {new[run.name].submissions}: resumes its newest checkpoint)" if new[run.name].submissions > 1 else ""
-            console.print(f"{run.name}: submitted as job {new[run.name].job_id}{again}")
     return len(new)
 
 
@@ -192,14 +233,16 @@ def wait_for_slurm(runs: list[PlannedRun], out: Path, console) -> bool:
     from mssr_cli.executors.records import read_jobs
 
     records = read_jobs(out)
+    ours = {key: rec for key, rec in records.items() if rec.run in {r.name for r in runs}}
     try:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as progress:
             overall = progress.add_task(f"{len(runs)} SLURM jobs", total=sum(r.max_steps for r in runs))
             while True:
-                known = slurm.states(out, {r.name: records[r.name] for r in runs if r.name in records})
-                active = [r for r in runs if known.get(r.name) in slurm.ACTIVE]
-                running = sum(known.get(r.name) == "RUNNING" for r in runs)
+                known = slurm.states(out, ours)
+                drop_orphaned_evaluations(out, ours, known, console)
+                active = [key for key in ours if known.get(key) in slurm.ACTIVE]
+                running = sum(known.get(key) == "RUNNING" for key in ours)
                 progress.update(overall, description=f"SLURM: {running} running, {len(active) - running} queued",
                                 completed=sum(r.max_steps if (out / r.name / "summary.json").exists()
                                               else min(steps_done(out / r.name), r.max_steps) for r in runs))
@@ -219,6 +262,21 @@ def wait_for_slurm(runs: list[PlannedRun], out: Path, console) -> bool:
             run.error = last_line(log) if log.exists() else f"job {records[run.name].job_id}: {known.get(run.name)}" \
                 if run.name in records else None
     return True
+
+
+def drop_orphaned_evaluations(out: Path, records: dict, known: dict, console) -> None:
+    """An evaluation job waits (afterok) for its run's training job; once that ended otherwise than COMPLETED it
+    would wait forever (DependencyNeverSatisfied): cancel it, and say so. Rerunning the command resubmits both."""
+    from mssr_cli.executors import slurm
+
+    for key, rec in records.items():
+        if rec.stage != "eval" or known.get(key) not in ("PENDING",):
+            continue
+        train = known.get(rec.run)
+        if train is not None and train not in slurm.ACTIVE and train != "COMPLETED":
+            slurm.cancel({key: rec})
+            known[key] = "CANCELLED"
+            console.print(f"[yellow]{key}: cancelled job {rec.job_id}, its training ended {train}[/yellow]")
 
 
 def submit_train(cfg, overrides: list[str], run_dir: Path | None, resume: Path | None, dry_run: bool, console) -> None:

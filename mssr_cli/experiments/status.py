@@ -66,49 +66,89 @@ def _error(folder: Path, fallback: str) -> str:
 
 
 def batch_status(out: Path) -> list[RunStatus]:
-    """Every run of the batch folder ``out``: the runs its jobs.json records and the run folders inside it."""
+    """Every run of the batch folder ``out`` (the runs its jobs.json records and the run folders inside it), each
+    followed by its evaluation job's line when ``--eval`` submitted one."""
     from mssr_cli.executors import slurm
     from mssr_cli.executors.records import read_jobs
-    from mssr_cli.runs.lock import busy_holder
 
     out = Path(out)
     if not out.is_dir():
         raise StatusError(f"{out}: no such folder (give an ablation or sweep folder, e.g. runs/ablate__mssr__...)")
     records = read_jobs(out)
-    names = sorted(set(records) | {p.name for p in out.iterdir() if p.is_dir() and (p / "config.yaml").exists()})
-    if not names:
+    names = sorted({r.run for r in records.values() if r.stage in ("train", "eval")}
+                   | {p.name for p in out.iterdir() if p.is_dir() and (p / "config.yaml").exists()})
+    agents = sorted(key for key, r in records.items() if r.stage == "agent")
+    if not names and not agents:
         raise StatusError(f"{out}: no runs here (no jobs.json and no run folder with a config.yaml)")
     known = slurm.states(out, records) if records else {}
     rows = []
     for name in names:
-        folder = out / name
-        state = known.get(name, "UNKNOWN")
-        if (folder / "summary.json").exists() and state not in slurm.ACTIVE:  # a queued job may extend a finished run
-            rows.append(RunStatus(name, "done", _finished(folder)))
-        elif name in records:
-            job = records[name].job_id
-            if state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"):
-                rows.append(RunStatus(name, "queued", f"job {job} ({state.lower()})"))
-            elif state in slurm.ACTIVE:
-                rows.append(RunStatus(name, "running", f"{_progress(folder)} (job {job})"))
-            elif state == "UNKNOWN":
-                rows.append(RunStatus(name, "unknown", f"job {job}: sacct has no state for it"))
-            else:
-                status = slurm.STATUS_OF.get(state, state.lower())
-                if state == "CANCELLED":  # scancel: no error of its own to show
-                    detail = f"job {job} was cancelled at {_progress(folder)}; the batch's command resubmits it as a resume"
-                elif status == "failed":
-                    detail = _error(folder, f"job {job} ended {state}")
-                else:
-                    detail = f"{_progress(folder)} (job {job} {state}); the batch's command resubmits it as a resume"
-                rows.append(RunStatus(name, status, detail))
-        elif busy_holder(folder) is not None:
-            rows.append(RunStatus(name, "running", _progress(folder)))
-        elif (folder / ERROR_LOG).exists():
-            rows.append(RunStatus(name, "failed", _error(folder, "")))
-        else:
-            rows.append(RunStatus(name, "stopped", f"{_progress(folder)}; the batch's command resumes it"))
-    return rows
+        rows.append(_run_status(out, name, records, known))
+        if f"{name}:eval" in records:
+            rows.append(_eval_status(out, f"{name}:eval", records[f"{name}:eval"], known))
+    return rows + [_agent_status(records[key], known.get(key, "UNKNOWN")) for key in agents]
+
+
+def _agent_status(record, state: str) -> RunStatus:
+    """A `mssr agents` job: its runs are the sweep's (on its W&B page); here only the job's state."""
+    from mssr_cli.executors import slurm
+
+    if state == "PENDING":
+        return RunStatus(record.run, "queued", f"job {record.job_id}")
+    if state in slurm.ACTIVE:
+        return RunStatus(record.run, "running", f"job {record.job_id}: wandb agent")
+    if state == "COMPLETED":
+        return RunStatus(record.run, "done", f"job {record.job_id}: the agent stopped (--count reached or sweep over)")
+    return RunStatus(record.run, "failed" if state != "UNKNOWN" else "unknown", f"job {record.job_id} ended {state}")
+
+
+def _eval_status(out: Path, key: str, record, known: dict) -> RunStatus:
+    """The evaluation job of a run (``--eval``): it writes ``<run>/eval/``; its failure's stderr is there too."""
+    from mssr_cli.executors import slurm
+
+    folder, state, job = out / record.run / "eval", known.get(key, "UNKNOWN"), record.job_id
+    if state == "PENDING":
+        return RunStatus(key, "queued", f"job {job} (waits for its run's training job)")
+    if state in slurm.ACTIVE:
+        return RunStatus(key, "running", f"job {job}")
+    if state == "COMPLETED" and (folder / "summary.json").exists():
+        summary = json.loads((folder / "summary.json").read_text())
+        accuracies = ", ".join(f"{b} {r['accuracy']:.3f}" for b, r in (summary.get("benchmarks") or {}).items())
+        return RunStatus(key, "done", accuracies)
+    if state == "CANCELLED":
+        return RunStatus(key, "failed", f"job {job} was cancelled; the batch's command submits it again")
+    return RunStatus(key, slurm.STATUS_OF.get(state, state.lower()), _error(folder, f"job {job} ended {state}"))
+
+
+def _run_status(out: Path, name: str, records: dict, known: dict) -> RunStatus:
+    """A run's line: its folder (summary.json, metrics, error.log, lock) and, for a SLURM job, sacct's state."""
+    from mssr_cli.executors import slurm
+    from mssr_cli.runs.lock import busy_holder
+
+    folder, state = out / name, known.get(name, "UNKNOWN")
+    if (folder / "summary.json").exists() and state not in slurm.ACTIVE:  # a queued job may extend a finished run
+        return RunStatus(name, "done", _finished(folder))
+    if name not in records:  # a local run
+        if busy_holder(folder) is not None:
+            return RunStatus(name, "running", _progress(folder))
+        if (folder / ERROR_LOG).exists():
+            return RunStatus(name, "failed", _error(folder, ""))
+        return RunStatus(name, "stopped", f"{_progress(folder)}; the batch's command resumes it")
+    job = records[name].job_id
+    if state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"):
+        return RunStatus(name, "queued", f"job {job} ({state.lower()})")
+    if state in slurm.ACTIVE:
+        return RunStatus(name, "running", f"{_progress(folder)} (job {job})")
+    if state == "UNKNOWN":
+        return RunStatus(name, "unknown", f"job {job}: sacct has no state for it")
+    status = slurm.STATUS_OF.get(state, state.lower())
+    if state == "CANCELLED":  # scancel: no error of its own to show
+        detail = f"job {job} was cancelled at {_progress(folder)}; the batch's command resubmits it as a resume"
+    elif status == "failed":
+        detail = _error(folder, f"job {job} ended {state}")
+    else:
+        detail = f"{_progress(folder)} (job {job} {state}); the batch's command resubmits it as a resume"
+    return RunStatus(name, status, detail)
 
 
 def print_status(rows: list[RunStatus], console) -> None:

@@ -146,7 +146,8 @@ def run_label(params: dict, varying: list[str]) -> str:
 
 
 def run_local_sweep(path: Path, max_runs: int | None, out: Path | None, dry_run: bool, console,
-                    extra: list[str] | None = None, wait: bool = True) -> Path:
+                    extra: list[str] | None = None, wait: bool = True, evals: list[str] | None = None,
+                    eval_limit: int | None = None) -> Path:
     """Expand the sweep, run each parameter set (plus ``extra`` overrides) as a run, compare them."""
     from mssr_cli.config.compose import compose
     from mssr_cli.experiments.batch import PlannedRun, run_plan
@@ -170,4 +171,5 @@ def run_local_sweep(path: Path, max_runs: int | None, out: Path | None, dry_run:
         seed_tag = f"__s{params['seed']}" if "seed" in params else ""
         runs.append(PlannedRun(f"{i:03d}__{label.replace('=', '-').replace(',', '__')}"[:100] + seed_tag, overrides,
                                int(cfg.train.max_steps)))
-    return run_plan(runs, out, f"local sweep {spec.get('name', path)}", dry_run, console, metric=metric, wait=wait)
+    return run_plan(runs, out, f"local sweep {spec.get('name', path)}", dry_run, console, metric=metric, wait=wait, evals=evals,
+                    eval_limit=eval_limit)

@@ -1,5 +1,6 @@
 """``mssr compare``: read run folders, summarise each variant over its seeds against a reference, write
-compare.md, compare.csv and PNG curves, and print the table.
+compare.md, compare.csv and PNG curves, and print the table. Runs evaluated with ``mssr eval`` add
+their accuracy per benchmark (the variants x benchmarks table).
 
 Reads run folders only (offline). Errors the user can fix (a bad path, an unknown metric or
 reference variant) raise :class:`CompareError`, a ValueError with a one-line message.
@@ -11,7 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mssr_cli.reporting.runs import CompareError, read_runs
-from mssr_cli.reporting.variants import VariantRow, compare_variants, duplicate_seed_warnings, few_seed_warnings
+from mssr_cli.reporting.variants import (
+    VariantRow,
+    benchmark_warnings,
+    compare_variants,
+    duplicate_seed_warnings,
+    few_seed_warnings,
+)
 
 __all__ = ["CompareError", "CompareResult", "run_compare"]
 
@@ -28,6 +35,7 @@ class CompareResult:
     csv: Path
     plots: list[Path]
     warnings: list[str] = field(default_factory=list)
+    benchmarks: list[str] = field(default_factory=list)  # benchmark columns ("average" last); [] without evals
 
     @property
     def files(self) -> list[Path]:
@@ -65,7 +73,7 @@ def run_compare(
     if not runs:
         raise CompareError(f"no readable runs (every run folder lacks metrics.jsonl) in {', '.join(map(str, paths))}")
     cmp = compare_variants(runs, metric, reference, target)
-    warnings += duplicate_seed_warnings(cmp.groups) + few_seed_warnings(cmp)
+    warnings += duplicate_seed_warnings(cmp.groups) + few_seed_warnings(cmp) + benchmark_warnings(cmp)
 
     out = Path(out) if out is not None else default_out(paths)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,10 +88,13 @@ def run_compare(
 
         console = stdout_console()
     console.print(table.rich_table(cmp))
+    if cmp.benchmarks:
+        console.print(table.benchmark_rich_table(cmp))
     for warning in warnings:
         console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
     console.print(f"Wrote {md_path}, {csv_path} and {len(plot_paths)} plots in {out}", markup=False, highlight=False)
     return CompareResult(
         metric=metric, reference=cmp.reference, target=cmp.target, rows=cmp.rows, runs=[r.path for r in runs],
         out=out, markdown=md_path, csv=csv_path, plots=plot_paths, warnings=warnings,
+        benchmarks=cmp.benchmarks,
     )  # fmt: skip

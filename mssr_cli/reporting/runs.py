@@ -3,6 +3,7 @@
 A path is either a run folder or a folder holding run folders at any depth (an ablation
 folder). Runs are read from their files only (offline); a run without ``summary.json`` is a
 crashed or unfinished run: it is kept, read from ``metrics.jsonl``, and marked incomplete.
+A run's benchmark results are those ``mssr eval --model <run>`` wrote in ``<run>/eval/summary.json``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mssr_cli.runs.trajectory import is_abandoned
 # Files that only `mssr train` writes at a run folder's top level. config.yaml alone is not
 # enough: a W&B run's files/ folder holds one too.
 RUN_MARKERS = ("metrics.jsonl", "summary.json", "meta.json")
+EVAL_SUMMARY = Path("eval") / "summary.json"  # where `mssr eval --model <run>` writes (evaluation/runner.py)
 
 
 class CompareError(ValueError):
@@ -34,6 +36,8 @@ class Run:
     metrics: list[dict]  # metrics.jsonl's kept lines (not a rollback's abandoned ones), one per step, sorted by step; non-finite values as None
     summary: dict | None  # summary.json; None when the run did not finish
     config: dict = field(default_factory=dict)  # config.yaml as plain data ({} when absent)
+    benchmarks: dict[str, float] = field(default_factory=dict)  # eval/summary.json: benchmark -> accuracy ({}: no eval)
+    benchmark_items: dict[str, int] = field(default_factory=dict)  # benchmark -> items scored (n; --limit lowers it)
 
     @property
     def name(self) -> str:
@@ -106,7 +110,9 @@ def read_run(path: Path, warnings: list[str]) -> Run | None:
     )
     seed = (summary or {}).get("seed", _get(config, "seed"))
     seed = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
-    return Run(path=path, variant=str(variant), seed=seed, metrics=metrics, summary=summary, config=config)
+    benchmarks, items = _read_eval(path / EVAL_SUMMARY, warnings)
+    return Run(path=path, variant=str(variant), seed=seed, metrics=metrics, summary=summary, config=config,
+               benchmarks=benchmarks, benchmark_items=items)  # fmt: skip
 
 
 def read_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
@@ -142,6 +148,36 @@ def _read_json(path: Path, warnings: list[str]) -> dict | None:
         warnings.append(f"{path}: not valid JSON, the run is read as incomplete")
         return None
     return data if isinstance(data, dict) else None
+
+
+def _read_eval(path: Path, warnings: list[str]) -> tuple[dict[str, float], dict[str, int]]:
+    """Accuracy and item count per benchmark from an eval summary; ({}, {}) when there is none.
+
+    The shape is ``{"benchmarks": {name: {"n": int, "accuracy": float, ...}}}``. Read as plain JSON:
+    reporting does not import evaluation (tests/test_layering.py). A damaged file or entry is a warning,
+    not a crash: the run is still compared on its training metrics."""
+    if not path.is_file():
+        return {}, {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        warnings.append(f"{path}: not valid JSON, the run's benchmark results are ignored")
+        return {}, {}
+    results = data.get("benchmarks") if isinstance(data, dict) else None
+    if not isinstance(results, dict):
+        warnings.append(f"{path}: no 'benchmarks' table, the run's benchmark results are ignored")
+        return {}, {}
+    accuracies, items = {}, {}
+    for name, result in results.items():
+        accuracy = _finite_or_none(result.get("accuracy")) if isinstance(result, dict) else None
+        if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)):
+            warnings.append(f"{path}: benchmark {name!r} has no accuracy, ignored")
+            continue
+        accuracies[str(name)] = float(accuracy)
+        n = result.get("n")
+        if isinstance(n, int) and not isinstance(n, bool):
+            items[str(name)] = n
+    return accuracies, items
 
 
 def _read_yaml(path: Path, warnings: list[str]) -> dict:

@@ -1,4 +1,8 @@
-"""The comparison as a rich table (console), a markdown table (compare.md) and a CSV (compare.csv)."""
+"""The comparison as a rich table (console), a markdown table (compare.md) and a CSV (compare.csv).
+
+With eval results, a second table: the variants' accuracy per benchmark (the paper's table), and
+columns per benchmark appended to the CSV; without, both are exactly as before.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 
 from mssr_cli.reporting import stats
 from mssr_cli.reporting.stats import Spread
-from mssr_cli.reporting.variants import Comparison, VariantRow
+from mssr_cli.reporting.variants import AVERAGE, BenchmarkCell, Comparison, VariantRow
 
 CSV_COLUMNS = [
     "variant", "reference", "metric", "target", "seeds", "incomplete_runs", "rollouts_per_step",
@@ -19,6 +23,18 @@ CSV_COLUMNS = [
     "entropy_ratio_lowest_mean", "entropy_ratio_lowest_worst", "entropy_ratio_worst_run",
     "runs_with_alarms", "alarm_rules", "rollbacks", "runs_with_rollbacks", "extra_steps_mean", "step_seconds_median",
 ]  # fmt: skip
+
+
+# Appended per benchmark column (and AVERAGE) as ``<benchmark>_<field>``, after CSV_COLUMNS.
+BENCHMARK_FIELDS = (
+    "mean", "ci95_low", "ci95_high", "prob_improvement", "prob_improvement_low", "prob_improvement_high", "seeds",
+)  # fmt: skip
+
+
+def csv_columns(cmp: Comparison) -> list[str]:
+    """CSV_COLUMNS, then ``<benchmark>_<field>`` per benchmark column: none without eval results, so the
+    file of a comparison without evals keeps its columns."""
+    return CSV_COLUMNS + [f"{name}_{f}" for name in cmp.benchmarks for f in BENCHMARK_FIELDS]
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -161,17 +177,84 @@ def rich_table(cmp: Comparison):
     return table
 
 
-def markdown(cmp: Comparison, notes: list[str] = ()) -> str:
-    def md_row(items):
-        return "| " + " | ".join(str(i).replace("|", "\\|") for i in items) + " |"
+def _percent(cell: BenchmarkCell, seeds: int) -> str:
+    """``58.6% [55.1, 61.0]``: mean accuracy and its interval in percent; the seeds when fewer than the variant's."""
+    if cell.mean is None:
+        return "-"
+    text = f"{100 * cell.mean:.1f}%"
+    if cell.ci95 is not None:
+        text += f" [{100 * cell.ci95.low:.1f}, {100 * cell.ci95.high:.1f}]"
+    return text + (f" ({cell.seeds}/{seeds} seeds)" if cell.seeds < seeds else "")
 
+
+def _cell_improvement(cell: BenchmarkCell) -> str:
+    if cell.prob_improvement is None:
+        return "-"
+    text = _num(cell.prob_improvement, 2)
+    return text if cell.prob_improvement_ci95 is None else f"{text} {_interval(cell.prob_improvement_ci95, 2, ' ')}"
+
+
+def benchmark_line(cmp: Comparison) -> str:
+    """What the benchmark cells are (they are not the training metric)."""
+    average = (f"; {AVERAGE}: per run the mean over {', '.join(cmp.average_over)} (the benchmarks every evaluated "
+               f"run has), then over seeds" if cmp.average_over else "")  # fmt: skip
+    return (f"Accuracy from each run's eval/summary.json: mean over the seeds evaluated on the benchmark "
+            f"[95% CI of the mean], in %{average}. P(improvement) as above, on the benchmark's accuracies.")  # fmt: skip
+
+
+def _md_row(items) -> str:
+    return "| " + " | ".join(str(i).replace("|", "\\|") for i in items) + " |"
+
+
+def _md_rule(columns: int) -> str:
+    return "|" + "|".join(["---"] + ["---:"] * (columns - 1)) + "|"
+
+
+def benchmark_markdown(cmp: Comparison) -> list[str]:
+    """The Benchmarks section: accuracy per variant and benchmark, then P(improvement) over the reference
+    (a table of its own: two numbers with two intervals in one cell would not be readable)."""
+    if not cmp.benchmarks:
+        return []
+    lines = ["", "## Benchmarks", "", _md_row(["variant", "seeds", *cmp.benchmarks]), _md_rule(len(cmp.benchmarks) + 2)]
+    lines += [_md_row([row.variant + (" (ref)" if row.is_reference else ""), row.seeds,
+                       *(_percent(row.benchmarks[name], row.seeds) for name in cmp.benchmarks)])
+              for row in cmp.rows]  # fmt: skip
+    others = [row for row in cmp.rows if not row.is_reference]
+    if others:
+        lines += ["", f"P(improvement) over {cmp.reference} [95% CI]:", "",
+                  _md_row(["variant", *cmp.benchmarks]), _md_rule(len(cmp.benchmarks) + 1)]  # fmt: skip
+        lines += [_md_row([row.variant, *(_cell_improvement(row.benchmarks[name]) for name in cmp.benchmarks)])
+                  for row in others]  # fmt: skip
+    return lines + ["", benchmark_line(cmp)]
+
+
+def benchmark_rich_table(cmp: Comparison):
+    """The console's benchmark table: per cell the accuracy [95% CI] and, under it, P(improvement)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="mssr compare: benchmarks", caption=benchmark_line(cmp), caption_justify="left")
+    table.add_column("variant", no_wrap=True)
+    for name in cmp.benchmarks:
+        table.add_column(name, justify="right", overflow="fold")
+    for row in cmp.rows:
+        items = [_percent(row.benchmarks[name], row.seeds)
+                 + ("" if row.is_reference else f"\nP {_cell_improvement(row.benchmarks[name])}")
+                 for name in cmp.benchmarks]  # fmt: skip
+        variant = row.variant + (" (ref)" if row.is_reference else "")
+        table.add_row(Text(variant), *(Text(c) for c in items), style="bold" if row.is_reference else None)
+    return table
+
+
+def markdown(cmp: Comparison, notes: list[str] = ()) -> str:
     head = headers(cmp)
-    lines = [f"# mssr compare: {cmp.metric}", "", md_row(head), "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
-    lines += [md_row(cells(row)) for row in cmp.rows]
+    lines = [f"# mssr compare: {cmp.metric}", "", _md_row(head), _md_rule(len(head))]
+    lines += [_md_row(cells(row)) for row in cmp.rows]
     lines += ["", target_line(cmp), "", STATS_LINE]
     incomplete = [name for row in cmp.rows for name in row.incomplete]
     if incomplete:
         lines += ["", f"Incomplete runs (no summary.json; read from metrics.jsonl): {', '.join(incomplete)}."]
+    lines += benchmark_markdown(cmp)
     lines += [""] + [f"- {note}" for note in notes] + ([""] if notes else [])
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -217,8 +300,21 @@ def csv_records(cmp: Comparison) -> list[dict]:
             "runs_with_rollbacks": row.runs_with_rollbacks,
             "extra_steps_mean": row.extra_steps,
             "step_seconds_median": row.step_seconds_median,
+            **_benchmark_fields(row, cmp.benchmarks),
         })  # fmt: skip
     return records
+
+
+def _benchmark_fields(row: VariantRow, names: list[str]) -> dict:
+    """``<benchmark>_<field>`` for each of BENCHMARK_FIELDS, keyed by the benchmark's name (not its position)."""
+    out = {}
+    for name in names:
+        cell = row.benchmarks[name]
+        ci, pi = cell.ci95, cell.prob_improvement_ci95
+        values = (cell.mean, ci.low if ci else None, ci.high if ci else None, cell.prob_improvement,
+                  pi.low if pi else None, pi.high if pi else None, cell.seeds)  # fmt: skip
+        out.update({f"{name}_{f}": v for f, v in zip(BENCHMARK_FIELDS, values, strict=True)})
+    return out
 
 
 def write_csv(cmp: Comparison, path: Path) -> None:
@@ -228,7 +324,7 @@ def write_csv(cmp: Comparison, path: Path) -> None:
     from mssr_cli.fileio import write_text_atomic
 
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer = csv.DictWriter(text, fieldnames=csv_columns(cmp))
     writer.writeheader()
     for record in csv_records(cmp):
         writer.writerow({k: _csv_cell(v) for k, v in record.items()})

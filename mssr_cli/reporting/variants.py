@@ -8,11 +8,17 @@ seeds that reached it, and its ratio is that over the reference's own cost to re
 Over the seeds' final values (stats.py has the definitions): a 95% bootstrap interval of the mean,
 the interquartile mean, and the probability that a seed of the variant ends above a seed of the
 reference (higher is better, as for the target).
+
+Benchmarks (each run's ``eval/summary.json``): per variant and benchmark, the same statistics over
+the seeds evaluated on it: the mean accuracy, its 95% interval and P(improvement) over the
+reference's seeds on that benchmark. "average" is per run the mean over the benchmarks every
+evaluated run has (so each run's average covers the same benchmarks), then the same over seeds.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 
 from mssr_cli.reporting import stats
@@ -22,6 +28,18 @@ DEFAULT_REFERENCE = "grpo"
 ENTROPY_RATIO = "collapse/entropy_ratio"
 STEP_SECONDS = "time/step_seconds"
 MIN_SEEDS = 3  # fewer seeds: a warning that the interval and P(improvement) are too rough to trust
+AVERAGE = "average"  # the benchmark column holding each run's mean over the common benchmarks
+
+
+@dataclass
+class BenchmarkCell:
+    """One variant on one benchmark (or ``AVERAGE``), over its seeds evaluated on it (None: not measurable)."""
+
+    seeds: int  # seeds with an accuracy on this benchmark
+    mean: float | None  # mean accuracy over them
+    ci95: stats.Interval | None  # bootstrap interval of the mean; None below 2 seeds
+    prob_improvement: float | None  # P(accuracy > a reference seed's on this benchmark), ties half; None for the reference
+    prob_improvement_ci95: stats.Interval | None  # None when either side has fewer than 2 seeds
 
 
 @dataclass
@@ -57,6 +75,7 @@ class VariantRow:
     rollbacks: int = 0  # collapse rollbacks (train.on_collapse=rollback), all seeds together
     runs_with_rollbacks: int = 0
     extra_steps: float | None = None  # RL steps trained and then abandoned by rollbacks, mean over seeds; None: none
+    benchmarks: dict[str, BenchmarkCell] = field(default_factory=dict)  # Comparison.benchmarks' order; {}: no evals
 
     @property
     def seeds(self) -> int:
@@ -71,6 +90,8 @@ class Comparison:
     rows: list[VariantRow]  # reference first, then the variants in the order they were found
     groups: dict[str, list[Run]]  # same order as rows
     target_given: bool = False  # --target: a fixed value, not the reference's final
+    benchmarks: list[str] = field(default_factory=list)  # benchmark columns: sorted by name, AVERAGE last; [] without evals
+    average_over: list[str] = field(default_factory=list)  # the benchmarks every evaluated run has ([]: no AVERAGE)
 
 
 def group_by_variant(runs: list[Run]) -> dict[str, list[Run]]:
@@ -112,11 +133,91 @@ def compare_variants(runs: list[Run], metric: str, reference: str | None = None,
     given = target is not None
     target = target if given else stats.mean_or_none(ref_finals)
     ref_cost, _ = _to_target(groups[ref], metric, target)
+    names, common = benchmark_names(runs)
+    columns = names + ([AVERAGE] if common else [])
+    ref_scores = [run_scores(run, common) for run in groups[ref]]
     rows = [
-        _row(variant, rs, metric, target, variant == ref, ref_cost, ref_finals)
+        _row(variant, rs, metric, target, variant == ref, ref_cost, ref_finals,
+             benchmark_cells([run_scores(run, common) for run in rs], ref_scores, columns, variant == ref))
         for variant, rs in groups.items()
-    ]
-    return Comparison(metric=metric, reference=ref, target=target, rows=rows, groups=groups, target_given=given)
+    ]  # fmt: skip
+    return Comparison(metric=metric, reference=ref, target=target, rows=rows, groups=groups, target_given=given,
+                      benchmarks=columns, average_over=common)  # fmt: skip
+
+
+def benchmark_names(runs: list[Run]) -> tuple[list[str], list[str]]:
+    """Every benchmark some run was evaluated on, and those every evaluated run was (what AVERAGE is over),
+    both sorted by name. A run without eval results is left out of the second: it has no average at all,
+    and counting it would empty the common set."""
+    evaluated = [set(run.benchmarks) for run in runs if run.benchmarks]
+    if not evaluated:
+        return [], []
+    return sorted(set.union(*evaluated)), sorted(set.intersection(*evaluated))
+
+
+def run_scores(run: Run, common: list[str]) -> dict[str, float]:
+    """The run's accuracy per benchmark, keyed by name, and AVERAGE: its mean over ``common`` (none without evals).
+
+    Over the common benchmarks only: a run evaluated on one more (easy or hard) benchmark would otherwise
+    move its average for a reason that has nothing to do with its variant."""
+    scores = dict(run.benchmarks)
+    if common and run.benchmarks:  # every evaluated run has all of ``common``
+        scores[AVERAGE] = statistics.fmean(run.benchmarks[name] for name in common)
+    return scores
+
+
+def benchmark_cells(
+    scores: list[dict[str, float]], ref_scores: list[dict[str, float]], columns: list[str], is_reference: bool
+) -> dict[str, BenchmarkCell]:
+    """Per benchmark column, the statistics over the seeds that have it (``scores``: one dict per seed)."""
+    cells = {}
+    for name in columns:
+        values = [s[name] for s in scores if name in s]
+        ref_values = [s[name] for s in ref_scores if name in s]
+        cells[name] = _cell(values, ref_values, is_reference)
+    return cells
+
+
+def _cell(values: list[float], ref_values: list[float], is_reference: bool) -> BenchmarkCell:
+    """The final metric's statistics (see ``_row``), on one benchmark's accuracies."""
+    compared = bool(values and ref_values) and not is_reference
+    return BenchmarkCell(
+        seeds=len(values),
+        mean=stats.mean_or_none(values),
+        ci95=stats.mean_interval(values),
+        prob_improvement=float(stats.probability_of_improvement(values, ref_values)) if compared else None,
+        prob_improvement_ci95=stats.improvement_interval(values, ref_values) if compared else None,
+    )
+
+
+def benchmark_warnings(cmp: Comparison) -> list[str]:
+    """What makes the benchmark columns compare unlike with unlike: runs without evals among runs with,
+    runs missing a benchmark (fewer seeds in its column, not in the average), no common benchmark (no
+    average), and one benchmark scored on different numbers of items (an eval with --limit)."""
+    if not cmp.benchmarks:
+        return []
+    runs = [run for rs in cmp.groups.values() for run in rs]
+    out = []
+    without = [run.name for run in runs if not run.benchmarks]
+    if without:
+        out.append(f"{len(without)} run{'s have' if len(without) > 1 else ' has'} no eval results "
+                   f"(eval/summary.json), in no benchmark column: {', '.join(without)}")  # fmt: skip
+    names = [name for name in cmp.benchmarks if name != AVERAGE]
+    for run in runs:
+        missing = [name for name in names if run.benchmarks and name not in run.benchmarks]
+        if missing:
+            out.append(f"run {run.name} ({run.variant}) was not evaluated on {', '.join(missing)}: "
+                       f"{'its column counts' if len(missing) == 1 else 'their columns count'} one seed fewer")  # fmt: skip
+    if not cmp.average_over:
+        out.append("no benchmark is common to every evaluated run: no average column")
+    elif cmp.average_over != names:
+        out.append(f"the benchmark average is over {', '.join(cmp.average_over)} only (those every evaluated run has)")
+    for name in names:
+        items = {run.benchmark_items[name] for run in runs if name in run.benchmark_items}
+        if len(items) > 1:
+            out.append(f"benchmark {name} was scored on different numbers of items ({', '.join(map(str, sorted(items)))}; "
+                       f"an eval with --limit): its seeds are not comparable")  # fmt: skip
+    return out
 
 
 def duplicate_seed_warnings(groups: dict[str, list[Run]]) -> list[str]:
@@ -203,6 +304,7 @@ def _row(
     is_reference: bool,
     ref_cost: dict[str, float | None],
     ref_finals: list[float | None],
+    benchmarks: dict[str, BenchmarkCell],
 ) -> VariantRow:
     series = [_series(run, metric) for run in runs]
     finals = [v for v in (stats.final_value(s) for s in series) if v is not None]
@@ -249,4 +351,5 @@ def _row(
         rollbacks=sum(len(_rollbacks(run)) for run in runs),
         runs_with_rollbacks=sum(bool(_rollbacks(run)) for run in runs),
         extra_steps=stats.mean_or_none([_extra_steps(run) for run in runs]) if any(map(_rollbacks, runs)) else None,
+        benchmarks=benchmarks,
     )
