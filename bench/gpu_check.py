@@ -101,6 +101,7 @@ BUILD_ONLY = {"hatchling", "editables", "trove-classifiers"}  # for the install,
 SDIST_ONLY = {"antlr4-python3-runtime", "rouge-score", "sqlitedict", "word2number"}  # PyPI has no wheel: built here
 NOT_CARRIED = {  # mssr's requirements that the check does not need there, and why
     "wandb": "logging.wandb=disabled: mssr imports it only to log; transformers and accelerate only when installed",
+    "submitit": "executor=slurm only (imported when a SLURM job is submitted or read); the check submits none",
 }
 
 # The GPU machine's Python packages (device README, KINDS.md, read 2026-11-17), for --simulate-gpu-packages.
