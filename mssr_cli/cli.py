@@ -215,7 +215,7 @@ def sweep(
     With a W&B server use W&B's own agent instead: `wandb login` (or WANDB_API_KEY), `wandb sweep FILE`,
     then `wandb agent <entity/project/sweep_id>`; the file's command (`mssr train ${args_no_hyphens}`) is
     the same either way, and under the agent each run logs online to the sweep (not offline)."""
-    from mssr_cli.config.compose import ConfigError
+    from mssr_cli.config.compose import ConfigError, compose
     from mssr_cli.console import fail, stdout_console
     from mssr_cli.executors.slurm import SlurmError
     from mssr_cli.experiments.sweep import load_sweep, run_local_sweep
@@ -223,7 +223,7 @@ def sweep(
 
     overrides = list(overrides or [])
     try:
-        if not local and "executor=slurm" not in overrides:
+        if not local and compose(overrides).executor.name != "slurm":
             load_sweep(file)  # still check the file
             fail(f"{file}: on a W&B server run `wandb login` (or set WANDB_API_KEY), `wandb sweep {file}`, then "
                  "`wandb agent <entity/project/sweep_id>` (its runs log online to the sweep); "
@@ -264,8 +264,8 @@ def status(
     folder: Annotated[Path, typer.Argument(help="A batch folder (an ablation or sweep folder).")],
     watch: Annotated[bool, typer.Option("--watch", help="Refresh in place every few seconds until every run is done (Ctrl-C stops watching).")] = False,
 ) -> None:
-    """One line per run of a batch: done, queued, running (step N of M, last val/accuracy), failed (its error),
-    cancelled, preempted, timed out, or stopped. Reads the run folders and, for SLURM jobs, sacct.
+    """One line per run of a batch: done, queued, running (step N of M, last val/accuracy), failed (its error, or
+    where a cancelled job stopped), preempted, timed out, or stopped; and one per --eval or agent job. Reads the run folders and, for SLURM jobs, sacct.
     Exit code 0 when every run is done, 1 otherwise."""
     from mssr_cli.console import fail, stdout_console
     from mssr_cli.executors.slurm import SlurmError

@@ -210,3 +210,28 @@ def test_local_ablation_with_eval_evaluates_each_run_once_and_compares_per_bench
     again = mssr(*args, timeout=900)  # finished and evaluated: neither trained nor evaluated again
     assert again.returncode == 0 and "evaluated earlier on digits, skipped" in again.stdout, again.stdout
     assert (out / "mssr__s0" / "eval" / "summary.json").stat().st_mtime == stamp
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--eval-limit", "4"], ["--eval-limit 4", "needs --eval"]),
+    (["--eval", "digits", "--eval-limit", "0"], ["--eval-limit 0", ">= 1"]),
+    (["--eval", "digits,nosuch"], ["--eval", "nosuch"]),
+])
+def test_eval_options_are_checked_before_anything_runs(tmp_path, args, words):
+    from cli_helpers import one_line_error
+    from distributed_runs import mssr
+
+    out = tmp_path / "abl"
+    one_line_error(mssr("ablate", "train.max_steps=1", "--variants", "no_shaping", "--out", str(out), "--dry-run", *args),
+                   *words)
+    assert not out.exists()
+
+
+def test_a_sweep_with_a_slurm_executor_needs_no_local_flag(tmp_path):
+    from distributed_runs import mssr
+
+    root = Path(__file__).resolve().parents[1]
+    result = mssr("sweep", str(root / "sweeps" / "mssr_shaping.yaml"), "executor.name=slurm", "executor.gpus_per_node=0",
+                  "--max-runs", "2", "--out", str(tmp_path / "sw"), "--dry-run", env={"PATH": str(tmp_path / "empty")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "#SBATCH --array=0-1%2" in result.stdout

@@ -208,7 +208,7 @@ def batch_script(out: Path, params: dict, count: int) -> str:
 
 
 def states(out: Path, records: dict[str, JobRecord]) -> dict[str, str]:
-    """The state of each recorded job, by run name: sacct's, through submitit's watcher (one sacct call for all);
+    """The state of each recorded job, by its jobs.json key: sacct's, through submitit's watcher (one sacct call for all);
     for a job sacct does not list yet (accounting lags a fresh submission by a few seconds), squeue's; "UNKNOWN"
     when neither knows it."""
     import submitit

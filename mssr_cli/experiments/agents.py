@@ -9,6 +9,7 @@ default ``--export=ALL``): log in with ``WANDB_API_KEY`` there; the key is never
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -54,8 +55,14 @@ def submit_agents(sweep_id: str, jobs: int, count: int | None, overrides: list[s
     batch = [slurm.Submission(name, "agent", CommandJob(command, str(out / name),
                                                         str(out / slurm.SUBMITIT_DIR / f"{name}.stderr")))
              for name in names]
+    existed = out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    new = slurm.submit(out, [(params, batch)])
+    try:
+        new = slurm.submit(out, [(params, batch)])
+    except slurm.SlurmError:
+        if not existed:  # nothing recorded: not even the folder this command made
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     write_jobs(out, records | new)
     ids = ", ".join(rec.job_id for rec in new.values())
     console.print(f"Submitted {jobs} agent job(s) for sweep {sweep_id}: {ids}. Each runs `{' '.join(command)}`; watch "

@@ -68,6 +68,7 @@ def run_plan(runs: list[PlannedRun], out: Path, title: str, dry_run: bool, conso
     from mssr_cli.config.compose import compose
 
     check_existing(runs, out)  # before anything runs: never report another settings' results as these
+    evals = checked_evals(evals, eval_limit)  # an unknown benchmark: one line before anything runs
     configs = [compose(r.overrides) for r in runs]
     executors = {cfg.executor.name for cfg in configs}
     if len(executors) > 1:
@@ -86,16 +87,6 @@ def run_plan(runs: list[PlannedRun], out: Path, title: str, dry_run: bool, conso
             print_batch_scripts(runs, configs, out, console)
         return out
 
-    if evals:
-        from mssr_cli.evaluation.benchmarks import parse_benchmarks
-
-        from mssr_cli.config.compose import ConfigError
-        from mssr_cli.evaluation.errors import EvalError
-
-        try:
-            evals = parse_benchmarks(",".join(evals))  # an unknown benchmark: one line before anything runs
-        except EvalError as err:
-            raise ConfigError(f"--eval: {err}") from err
     if executor == "slurm":
         submitted = submit_to_slurm(runs, configs, out, console, evals=evals, eval_limit=eval_limit)
         if not wait:
@@ -122,11 +113,26 @@ def run_plan(runs: list[PlannedRun], out: Path, title: str, dry_run: bool, conso
     return out
 
 
-def _add_to_group(groups: dict, run: PlannedRun, cfg, name: str) -> None:
-    """Runs of equal job parameters share one job array, named ``name``."""
-    from mssr_cli.executors import slurm
+def checked_evals(evals: list[str] | None, limit: int | None) -> list[str] | None:
+    """``--eval`` and ``--eval-limit`` checked (ConfigError, one line): known benchmarks, a limit >= 1 and only with
+    ``--eval``."""
+    from mssr_cli.config.compose import ConfigError
 
-    params = slurm.job_parameters(cfg.executor, cfg.launcher, name)
+    if limit is not None and (not evals or limit < 1):
+        raise ConfigError(f"--eval-limit {limit}: " + ("give a number of items >= 1" if evals else "it needs --eval LIST"))
+    if not evals:
+        return None
+    from mssr_cli.evaluation.benchmarks import parse_benchmarks
+    from mssr_cli.evaluation.errors import EvalError
+
+    try:
+        return parse_benchmarks(",".join(evals))
+    except EvalError as err:
+        raise ConfigError(f"--eval: {err}") from err
+
+
+def _add_to_group(groups: dict, run: PlannedRun, params: dict) -> None:
+    """Runs of equal job parameters share one job array."""
     groups.setdefault(json.dumps(params, sort_keys=True), (params, []))[1].append(run)
 
 
@@ -141,7 +147,7 @@ def print_batch_scripts(runs: list[PlannedRun], configs, out: Path, console) -> 
 
     groups: dict[str, tuple[dict, list[PlannedRun]]] = {}
     for run, cfg in zip(runs, configs, strict=True):
-        _add_to_group(groups, run, cfg, _job_name(runs, out))
+        _add_to_group(groups, run, slurm.job_parameters(cfg.executor, cfg.launcher, _job_name(runs, out)))
     for params, members in groups.values():
         what = f"a job array of {len(members)} tasks" if len(members) > 1 else "one job"
         console.print(f"\nBatch script ({what}; not submitted):", markup=False, highlight=False)
@@ -180,7 +186,7 @@ def submit_to_slurm(runs: list[PlannedRun], configs, out: Path, console, skip_fi
             run.status, after = "skipped", None
             console.print(f"[dim]{run.name}: finished earlier, skipped[/dim]")
         else:
-            groups.setdefault(json.dumps(params, sort_keys=True), (params, []))[1].append(run)
+            _add_to_group(groups, run, params)
             after = run.name  # the training job submitted below
         if not evals:
             continue
