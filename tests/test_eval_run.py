@@ -98,6 +98,30 @@ def test_local_copies_end_to_end(tiny_policy_path, tmp_path, offline):
     assert summary["model_path"] == tiny_policy_path and summary["data_dir"] == str(data_dir)
 
 
+@pytest.mark.timeout(600)
+def test_separate_calls_into_one_folder_add_up_when_measured_alike(tiny_policy_path, tmp_path, offline):
+    """`mssr eval --benchmarks mathvista` then `--benchmarks mathverse` into one folder: one summary with both (what
+    `mssr ablate --eval` and `mssr compare` read). Measured otherwise (another --limit), the earlier one is replaced,
+    saying so."""
+    data_dir = tmp_path / "data"
+    for name in ("mathvista", "mathverse"):
+        write_local_copy(name, data_dir)
+    out = tmp_path / "out"
+    common = dict(data_dir=data_dir, batch_size=2, out=out, max_new_tokens=8)
+    first = run_eval("mathvista", tiny_policy_path, limit=2, console=_console(), **common)
+    second = run_eval("mathverse", tiny_policy_path, limit=2, console=_console(), **common)
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved == second and list(saved["benchmarks"]) == ["mathvista", "mathverse"]
+    assert saved["benchmarks"]["mathvista"] == first["benchmarks"]["mathvista"]
+    assert saved["mean_accuracy"] == pytest.approx(
+        (saved["benchmarks"]["mathvista"]["accuracy"] + saved["benchmarks"]["mathverse"]["accuracy"]) / 2)
+    console = _console()
+    other = run_eval("mathverse", tiny_policy_path, limit=1, console=console, **common)
+    assert list(other["benchmarks"]) == ["mathverse"] and other["benchmarks"]["mathverse"]["n"] == 1
+    assert json.loads((out / "summary.json").read_text()) == other
+    assert "replaced its results on mathvista (measured with other limit: limit=2)" in console.file.getvalue()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_run_folder_writes_into_the_run_and_its_wandb(tiny_policy_path, tmp_path, monkeypatch):

@@ -38,11 +38,44 @@ def test_gpus_per_node_overrides_the_launcher_and_zero_asks_for_none():
     assert _params()["gpus_per_node"] == 1  # launcher none: one process, one GPU
 
 
-def test_a_job_needs_a_gpu_count_and_one_node():
+def test_a_job_needs_a_gpu_count():
     with pytest.raises(SlurmError, match="executor.gpus_per_node"):
         _params("launcher=ddp", "launcher.num_processes=null")
-    with pytest.raises(SlurmError, match="multi-node"):
-        _params("launcher=ddp", "launcher.num_processes=1", "launcher.num_machines=2", "launcher.main_process_ip=10.0.0.1")
+
+
+def test_a_run_over_several_machines_is_one_job_over_as_many_nodes_and_its_evaluation_one_node():
+    from mssr_cli.executors.slurm import eval_parameters
+
+    params = _params("launcher=zero3", "launcher.num_processes=8", "launcher.num_machines=4")
+    assert (params["nodes"], params["ntasks_per_node"], params["gpus_per_node"]) == (4, 1, 8)
+    assert _params("launcher=ddp", "launcher.num_processes=2", "launcher.num_machines=4", "executor.nodes=4")["nodes"] == 4
+    evaluation = eval_parameters(params)
+    assert (evaluation["nodes"], evaluation["gpus_per_node"], evaluation["job_name"]) == (1, 1, "mssr-x-eval")
+    with pytest.raises(SlurmError, match=r"executor.nodes=2 but launcher.num_machines=1: .*launcher.num_machines=2"):
+        _params("executor.nodes=2")
+
+
+def test_on_slurm_the_rendezvous_address_comes_from_the_allocation():
+    """launcher.main_process_ip is the job's first host, found on each node: not needed when composing; a run over
+    several machines outside SLURM still needs it."""
+    from mssr_cli.config.compose import ConfigError
+
+    two = ["launcher=ddp", "launcher.num_processes=1", "launcher.num_machines=2"]
+    assert compose(["executor=slurm", *two]).launcher.main_process_ip is None
+    with pytest.raises(ConfigError, match="needs launcher.main_process_ip"):
+        compose(two)
+
+
+@pytest.mark.parametrize("nodelist,node,expected", [("gpu[07-08]", "1", "gpu07"), ("a100-3,a100-9", "0", "a100-3")])
+def test_each_node_of_a_job_runs_its_machine_of_the_run(monkeypatch, nodelist, node, expected):
+    """What TrainJob adds on each node: the node's index as machine rank, the first host as rank 0's address."""
+    from mssr_cli.executors.train_job import node_overrides
+
+    for key, value in {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "12", "SLURM_NODEID": node, "SLURM_PROCID": node,
+                       "SLURM_JOB_NODELIST": nodelist, "SLURM_JOB_NUM_NODES": "2"}.items():
+        monkeypatch.setenv(key, value)
+    assert node_overrides(2) == (int(node), [f"launcher.machine_rank={node}", f"launcher.main_process_ip={expected}"])
+    assert node_overrides(1) == (0, [])
 
 
 @pytest.mark.parametrize("line,expected", [("--exclusive", {"exclusive": True}), ("#SBATCH --mail-type=END", {"mail-type": "END"}),
@@ -153,6 +186,33 @@ def test_ablate_dry_run_prints_one_array_for_runs_that_share_their_resources(tmp
     tasks = [line for line in result.stdout.splitlines() if line.startswith("task ")]
     assert [t.split(" runs: ")[0] for t in tasks] == ["task 0", "task 1", "task 2", "task 3"]
     assert all("executor.name=local" in t for t in tasks) and tasks[3].endswith(f"--run-dir {out / 'no_shaping__s1'}")
+    assert not out.exists()
+
+
+def test_dry_run_prints_a_multi_node_job_and_each_runs_evaluation_job(tmp_path):
+    """A run over 2 machines: one job of 2 nodes, one task per node, each node told its rank; with --eval, each run's
+    evaluation job too (one node, held by afterok on its training job)."""
+    from distributed_runs import mssr
+
+    out = tmp_path / "abl"
+    result = mssr("ablate", "executor=slurm", "launcher=ddp", "launcher.num_processes=4", "launcher.num_machines=2",
+                  "train.max_steps=2", "--variants", "no_shaping", "--out", str(out), "--dry-run",
+                  "--eval", "digits", "--eval-limit", "8", env={"PATH": str(tmp_path / "empty")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout
+    train, *evals = text.split("\nBatch script")[1:]
+    assert "a job array of 2 tasks, each over 2 nodes" in train
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=4", "#SBATCH --array=0-1%2"):
+        assert line in train, line
+    tasks = [line for line in train.splitlines() if line.startswith("task ")]
+    assert len(tasks) == 2 and all(" runs on each of its 2 nodes: " in t and t.endswith(
+        "launcher.machine_rank=<the node's SLURM_NODEID> launcher.main_process_ip=<the job's first host>") for t in tasks)
+    assert [e.split(" of ")[1].split("'s evaluation")[0] for e in evals] == ["mssr__s0", "no_shaping__s0"]
+    for script in evals:
+        assert "afterok" in script and "#SBATCH --nodes=1" in script and "#SBATCH --gpus-per-node=1" in script
+        assert "--array" not in script and "#SBATCH --job-name=mssr-abl-eval" in script
+        job = next(line for line in script.splitlines() if line.startswith("the job runs:"))
+        assert job.split(" -m mssr_cli ")[1].startswith("eval --benchmarks digits --model ") and job.endswith("--limit 8")
     assert not out.exists()
 
 

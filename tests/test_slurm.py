@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import one_line_error
-from distributed_runs import mssr
+from distributed_runs import COMMON, free_port, mssr
+from distributed_runs import COMPARED as DISTRIBUTED_COMPARED
 
 pytestmark = pytest.mark.slow
 
@@ -276,6 +277,47 @@ def test_train_submits_one_run_returns_and_a_resume_extends_it_as_a_job(tmp_path
     _wait_done(runs)
     assert [m["step"] for m in _lines(run)] == [0, 1, 2, 3, 4]
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
+
+
+def test_a_run_over_two_machines_is_one_job_over_two_nodes_and_checkpoints_on_the_signal(tmp_path, one_process_run):
+    """launcher.num_machines=2 on SLURM: one job over both nodes of the CI cluster, one task per node, each running
+    its machine of the run (rank = SLURM_NODEID, rank 0's address = the first host), one process each (gloo).
+    Mid-run, the signal before the time limit reaches node 0's task, which stops every process at the end of the
+    same step with a checkpoint and requeues the job; the job resumes there. Its first 3 steps equal the same run on
+    one process (distributed_runs.COMMON: same global batch, greedy sampling)."""
+    runs = tmp_path / "runs"
+    run = runs / "two"
+    machines = ["launcher=ddp", "launcher.num_processes=1", "launcher.num_machines=2",
+                f"launcher.main_process_port={free_port()}"]
+    submitted = mssr("train", *COMMON, "train.max_steps=6", "train.save_every=0", *machines, *SLURM, "--run-dir", str(run))
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    job = _jobs(runs)["two"]["job_id"]
+    deadline = time.time() + 600
+    while _steps(run) < 2:
+        assert time.time() < deadline and not (run / "summary.json").exists(), "the job never got mid-way"
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    _wait_done(runs)
+
+    row = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "NNodes,NodeList", "-j", job], capture_output=True,
+                         text=True, check=True).stdout.split()[0]
+    nodes, nodelist = row.split("|")
+    first = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert nodes == "2" and len(first) == 2, row
+    assert _jobs(runs)["two"]["submissions"] == 1  # requeued itself
+    resumes = json.loads((run / "meta.json").read_text()).get("resumes", [])
+    assert len(resumes) == 1 and 2 <= int(resumes[0]["checkpoint"].split("-")[1]) < 6, resumes  # saved on the signal
+    checkpoint = run / "checkpoints" / resumes[0]["checkpoint"]
+    assert (checkpoint / "rng_state_0.pth").exists() and (checkpoint / "rng_state_1.pth").exists()  # both processes
+    saved = (run / "config.yaml").read_text()  # written by machine 0
+    assert "num_machines: 2" in saved and "machine_rank: 0" in saved and f"main_process_ip: {first[0]}" in saved
+
+    ours, alone = _lines(run), _lines(one_process_run)
+    assert [m["step"] for m in ours] == list(range(7))  # each step once
+    for x, y in zip(alone, ours[:4], strict=True):
+        for key in [k for k in (*DISTRIBUTED_COMPARED, "val/accuracy") if k in x]:
+            assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-6), (x["step"], key)
 
 
 FAKE_WANDB = """import json, os, sys

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# A real one-node SLURM cluster with accounting (slurmctld + slurmd + slurmdbd on MariaDB, munge auth) for CI,
-# on Debian 12 as root, without systemd. Idempotent: installs what is missing, (re)writes the configs, starts the
-# daemons that are not running (restarts those whose config changed), registers cluster `ci` and account `mssr`
-# (root belongs to it), and waits until the node is idle and sacct answers. Prints one line with the seconds taken.
-# Partitions: debug (default) and other, both on this node. Stop with stop.sh beside it.
-# Logs: /var/log/slurm/{slurmctld,slurmd,slurmdbd,mariadb}.log, /var/log/munge/munged.log.
+# A real SLURM cluster with accounting (slurmctld + slurmd + slurmdbd on MariaDB, munge auth) for CI, on Debian 12
+# as root, without systemd. Idempotent: installs what is missing, (re)writes the configs, starts the daemons that
+# are not running (restarts those whose config changed), registers cluster `ci` and account `mssr` (root belongs
+# to it), and waits until the nodes are idle and sacct answers. Prints one line with the seconds taken.
+# Two nodes on this one host, each its own slurmd (`slurmd -N NAME`, own port, spool and pid file): `$HOST` and
+# `$HOST-b`, so a job over 2 nodes runs for real (one task per node, SLURM_NODEID 0 and 1, both names resolving
+# to this host). Each node offers the whole machine. Partitions: debug (default) and other, both over both nodes.
+# Stop with stop.sh beside it.
+# Logs: /var/log/slurm/{slurmctld,slurmd-<node>,slurmdbd,mariadb}.log, /var/log/munge/munged.log.
 set -euo pipefail
 
 T0=$(date +%s%N)
@@ -70,16 +73,20 @@ if ((${#missing[@]})); then
     ((rc == 0)) || die "apt-get failed"
 fi
 
-# --- host name -------------------------------------------------------------------------------------------------
+# --- host names ------------------------------------------------------------------------------------------------
 HOST=$(hostname); HOST=${HOST%%.*}
-if ! getent hosts "$HOST" >/dev/null; then
-    say "adding $HOST to /etc/hosts"
-    [[ -s /etc/hosts && $(tail -c1 /etc/hosts) != "" ]] && echo >>/etc/hosts   # file ends without a newline
-    echo "127.0.0.1 $HOST" >>/etc/hosts
-fi
+NODES=("$HOST" "$HOST-b")   # node names; both daemons run here (a job's first host must resolve on every node)
+PORTS=(6818 6828)           # slurmd ports, one per node (6819 is slurmdbd's)
+for name in "${NODES[@]}"; do
+    if ! getent hosts "$name" >/dev/null; then
+        say "adding $name to /etc/hosts"
+        [[ -s /etc/hosts && $(tail -c1 /etc/hosts) != "" ]] && echo >>/etc/hosts   # file ends without a newline
+        echo "127.0.0.1 $name" >>/etc/hosts
+    fi
+done
 
 # --- directories -----------------------------------------------------------------------------------------------
-mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd "$LOGDIR" /run/munge /run/mysqld /var/log/munge /var/lib/munge
+mkdir -p /etc/slurm /var/spool/slurmctld "${NODES[@]/#//var/spool/slurmd/}" "$LOGDIR" /run/munge /run/mysqld /var/log/munge /var/lib/munge
 chown munge:munge /run/munge /var/log/munge /var/lib/munge
 chmod 755 /run/munge
 chown mysql:mysql /run/mysqld
@@ -118,6 +125,11 @@ FLUSH PRIVILEGES;"
 
 # --- configs ---------------------------------------------------------------------------------------------------
 NODELINE=$(slurmd -C | grep -m1 '^NodeName=') || die "slurmd -C printed no NodeName line"
+HARDWARE=${NODELINE#NodeName=* }   # CPUs=... RealMemory=...: what each node offers
+NODELINES=""
+for i in "${!NODES[@]}"; do
+    NODELINES+="NodeName=${NODES[$i]} NodeHostname=$HOST Port=${PORTS[$i]} $HARDWARE State=UNKNOWN"$'\n'
+done
 
 tmp=$(mktemp)
 cat >"$tmp" <<EOF
@@ -140,7 +152,7 @@ dbd_changed=; install_file "$tmp" /etc/slurm/slurmdbd.conf 600 root:root && dbd_
 
 tmp=$(mktemp)
 cat >"$tmp" <<EOF
-# written by .ci/slurm/start.sh: one node, accounting through slurmdbd, no cgroups
+# written by .ci/slurm/start.sh: two nodes on one host, accounting through slurmdbd, no cgroups
 ClusterName=$CLUSTER
 SlurmctldHost=$HOST
 SlurmUser=root
@@ -162,11 +174,11 @@ ReturnToService=2
 InactiveLimit=0
 KillWait=10
 StateSaveLocation=/var/spool/slurmctld
-SlurmdSpoolDir=/var/spool/slurmd
+SlurmdSpoolDir=/var/spool/slurmd/%n
 SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
+SlurmdPidFile=/run/slurmd-%n.pid
 SlurmctldLogFile=$LOGDIR/slurmctld.log
-SlurmdLogFile=$LOGDIR/slurmd.log
+SlurmdLogFile=$LOGDIR/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 AccountingStorageType=accounting_storage/slurmdbd
@@ -175,8 +187,7 @@ AccountingStorageEnforce=associations
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
-$NODELINE State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+${NODELINES}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 PartitionName=other Nodes=ALL Default=NO MaxTime=INFINITE State=UP
 EOF
 conf_changed=; install_file "$tmp" /etc/slurm/slurm.conf 644 root:root && conf_changed=1
@@ -203,32 +214,35 @@ has show assoc where cluster="$CLUSTER" account="$ACCOUNT" user=root format=user
     quiet sacctmgr -i add user root account="$ACCOUNT" cluster="$CLUSTER"
 
 # --- slurmctld and slurmd --------------------------------------------------------------------------------------
+stop_pid /run/slurmd.pid slurmd   # the one slurmd of an earlier, one-node version of this script
 if [[ -n $conf_changed ]]; then
-    stop_pid /run/slurmd.pid slurmd
+    for name in "${NODES[@]}"; do stop_pid "/run/slurmd-$name.pid" slurmd; done
     stop_pid /run/slurmctld.pid slurmctld
 fi
 if ! running /run/slurmctld.pid slurmctld; then
     /usr/sbin/slurmctld || die "slurmctld did not start"
 fi
 wait_for 60 slurmctld scontrol ping
-if ! running /run/slurmd.pid slurmd; then
-    /usr/sbin/slurmd || die "slurmd did not start"
-fi
+for name in "${NODES[@]}"; do
+    if ! running "/run/slurmd-$name.pid" slurmd; then
+        /usr/sbin/slurmd -N "$name" || die "slurmd -N $name did not start"
+    fi
+done
 
-node_ready() {
+node_ready() {   # node_ready NAME
     local st
-    st=$(sinfo -h -N -n "$HOST" -o %T 2>/dev/null | head -n1)
+    st=$(sinfo -h -N -n "$1" -o %T 2>/dev/null | head -n1)
     case $st in
         idle | mixed | allocated) return 0 ;;
         drained | draining | down)   # e.g. left drained by an earlier run: put it back
-            scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true; return 1 ;;
+            scontrol update nodename="$1" state=resume >/dev/null 2>&1 || true; return 1 ;;
         *) return 1 ;;
     esac
 }
-wait_for 90 "node $HOST to be idle" node_ready
+for name in "${NODES[@]}"; do wait_for 90 "node $name to be idle" node_ready "$name"; done
 wait_for 30 sacct sacct -n -X
 
 T1=$(date +%s%N)
-printf 'slurm: cluster %s, node %s %s, partitions debug+other, accounting up; ready in %d.%01d s\n' "$CLUSTER" "$HOST" \
-    "$(sinfo -h -N -n "$HOST" -o %T | head -n1)" \
+printf 'slurm: cluster %s, nodes %s (%s), partitions debug+other, accounting up; ready in %d.%01d s\n' "$CLUSTER" \
+    "${NODES[*]}" "$(sinfo -h -N -o %T | sort -u | paste -sd,)" \
     $(( (T1 - T0) / 1000000000 )) $(( (T1 - T0) / 100000000 % 10 ))

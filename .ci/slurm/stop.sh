@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stops the daemons that start.sh started (slurmd, slurmctld, slurmdbd, mariadbd, munged), each by its pid file.
+# Stops the daemons that start.sh started (each node's slurmd, slurmctld, slurmdbd, mariadbd, munged), each by its pid file.
 # Idempotent: a daemon that is not running is skipped. State (jobs, accounting DB) is kept for the next start.sh.
 # Jobs still running keep their slurmstepd (proctrack/linuxproc); a later start.sh picks them up again.
 set -euo pipefail
@@ -21,7 +21,7 @@ stop() {
     rm -f "$1"
 }
 
-stop /run/slurmd.pid slurmd
+for pidfile in /run/slurmd.pid /run/slurmd-*.pid; do if [[ -e $pidfile ]]; then stop "$pidfile" slurmd; fi; done
 stop /run/slurmctld.pid slurmctld
 stop /run/slurmdbd.pid slurmdbd
 stop /run/mysqld/mysqld.pid mariadbd

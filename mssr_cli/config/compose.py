@@ -237,7 +237,7 @@ def validate(cfg) -> None:
     if model.name_or_path is None and model.preset != "tiny":
         raise ConfigError(f"model.name_or_path is null for preset '{model.preset}'; only 'tiny' is built locally")
     _validate_rewards(cfg.reward)
-    _validate_launcher(cfg.launcher, micro)
+    _validate_launcher(cfg.launcher, micro, on_slurm=cfg.executor.name == "slurm")
 
 
 def _validate_rewards(reward) -> None:
@@ -250,9 +250,9 @@ def _validate_rewards(reward) -> None:
         raise ConfigError(str(err)) from err
 
 
-def _validate_launcher(launcher, micro: int) -> None:
+def _validate_launcher(launcher, micro: int, on_slurm: bool = False) -> None:
     """Several processes split each micro-batch evenly (the global batch stays the one configured);
-    several machines need one rendezvous every machine can reach."""
+    several machines need one rendezvous every machine can reach (on SLURM: the allocation's first node)."""
     from mssr_cli.config.paths import accelerate_config_path
 
     machines = launcher.num_machines
@@ -271,9 +271,9 @@ def _validate_launcher(launcher, micro: int) -> None:
         shipped = ", ".join(p.name for p in sorted((conf_dir() / "accelerate").glob("*.yaml")))
         raise ConfigError(f"launcher.accelerate_config={launcher.accelerate_config}: no such file; shipped: {shipped}, or give a path")
     if machines > 1:
-        if not launcher.main_process_ip:
+        if not launcher.main_process_ip and not on_slurm:  # a SLURM job's nodes find their first host themselves
             raise ConfigError(f"launcher.num_machines={machines} needs launcher.main_process_ip: the address of machine "
-                              "rank 0, reachable from every machine")
+                              "rank 0, reachable from every machine (or executor=slurm: the allocation's first node)")
         if launcher.main_process_port == 0:
             raise ConfigError(f"launcher.main_process_port=0 picks a free port on each machine separately: with "
                               f"launcher.num_machines={machines} give a fixed port (or null: 29500)")

@@ -270,7 +270,7 @@ class ExecutorConfig:
     qos: str | None = key(None, "slurm: quality of service (sbatch --qos)")
     time_min: int = key(240, "slurm: time limit per job in minutes (sbatch --time); a run reaching it checkpoints and requeues itself", ge=1)
     gpus_per_node: int | None = key(None, "slurm: GPUs per node (null: launcher.num_processes; 0: a CPU-only job)", ge=0)
-    nodes: int | None = key(None, "slurm: nodes per job (null: launcher.num_machines)", ge=1)
+    nodes: int | None = key(None, "slurm: nodes per job, one per machine of the run (null: launcher.num_machines; any other value must equal it)", ge=1)
     cpus_per_task: int | None = key(None, "slurm: CPUs per task (sbatch --cpus-per-task; null: the cluster's default)", ge=1)
     mem_gb: float | None = key(None, "slurm: memory per node in GB (sbatch --mem; null: the cluster's default)", gt=0)
     constraint: str | None = key(None, "slurm: node features required (sbatch --constraint)")

@@ -36,6 +36,34 @@ CHUNK_BATCHES = 8  # batches of documents decoded at once: bounded memory on lar
 LM_EVAL_CHUNK = 512  # documents handed to vLLM at once (it batches them continuously)
 
 
+# what a score depends on: benchmarks of an earlier `mssr eval` into the same folder are kept when these match
+SAME_MEASUREMENT = ("model_path", "backend", "limit", "data_dir", "max_new_tokens", "temperature", "judge_url")
+
+
+def merge_earlier(path: Path, summary: dict, console) -> dict:
+    """``summary`` plus the benchmarks of the summary.json already at ``path`` that this call did not evaluate, when
+    that one measured the same way (``SAME_MEASUREMENT``): `mssr eval --benchmarks a` then `--benchmarks b` leaves
+    both in one summary (re-evaluated benchmarks are replaced). An earlier summary measured otherwise is replaced
+    whole, and the line printed says which benchmarks went and why."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return summary
+    kept = {name: result for name, result in (earlier.get("benchmarks") or {}).items()
+            if name not in summary["benchmarks"]}
+    if not kept:
+        return summary
+    changed = [key for key in SAME_MEASUREMENT if earlier.get(key) != summary.get(key)]
+    if changed:
+        console.print(f"{path}: replaced its results on {', '.join(kept)} (measured with other "
+                      f"{', '.join(changed)}: {', '.join(f'{k}={earlier.get(k)!r}' for k in changed)})",
+                      markup=False, highlight=False, soft_wrap=True)
+        return summary
+    benchmarks = {**kept, **summary["benchmarks"]}
+    accuracies = [r["accuracy"] for r in benchmarks.values()]
+    return {**summary, "benchmarks": benchmarks, "mean_accuracy": sum(accuracies) / len(accuracies)}
+
+
 def task_name(benchmark: str) -> str:
     return f"mssr_{benchmark}"
 
@@ -284,6 +312,7 @@ def run_eval(
         "mean_accuracy": sum(accuracies) / len(accuracies),
         "benchmarks": results,
     }
+    summary = merge_earlier(out / "summary.json", summary, console)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     console.print(results_table(summary))
     if judge is not None:

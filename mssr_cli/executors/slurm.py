@@ -60,11 +60,11 @@ def job_parameters(executor_cfg, launcher_cfg, name: str) -> dict:
     if gpus is None:
         raise SlurmError("executor=slurm with launcher.num_processes=null (every GPU of the machine): say how many "
                          "GPUs a job gets with executor.gpus_per_node=N")
-    nodes = executor_cfg.nodes or launcher_cfg.num_machines
-    if nodes > 1:
-        raise SlurmError(f"executor=slurm with {nodes} nodes per job: multi-node jobs are not submitted yet; run one "
-                         "node per job (launcher.num_machines=1), or launch each machine with `mssr train --dry-run`'s "
-                         "per-node commands")
+    nodes = int(launcher_cfg.num_machines)  # a run over several machines is one job over as many nodes
+    if executor_cfg.nodes is not None and int(executor_cfg.nodes) != nodes:
+        raise SlurmError(f"executor.nodes={executor_cfg.nodes} but launcher.num_machines={nodes}: a job's nodes are its "
+                         f"run's machines; set launcher.num_machines={executor_cfg.nodes} (and launcher=ddp|zero2|zero3), "
+                         "or leave executor.nodes=null")
     params: dict = {"job_name": name, "time": int(executor_cfg.time_min), "nodes": nodes, "ntasks_per_node": 1,
                     "signal_delay_s": int(executor_cfg.signal_delay_s),
                     "array_parallelism": int(executor_cfg.array_parallelism),
@@ -166,11 +166,12 @@ def job_command(run: PlannedRun, out: Path) -> list[str]:
     return train_command(run, Path(out) / run.name, extra=["executor.name=local"])
 
 
-def train_submission(run: PlannedRun, out: Path) -> Submission:
+def train_submission(run: PlannedRun, out: Path, machines: int = 1) -> Submission:
+    """``machines`` > 1: one task per node, each with its node's machine rank (TrainJob.node_overrides)."""
     from mssr_cli.executors.train_job import TrainJob
 
     folder = Path(out) / run.name
-    job = TrainJob(job_command(run, out), str(folder), str(Path(out) / SUBMITIT_DIR / f"{run.name}.stderr"))
+    job = TrainJob(job_command(run, out), str(folder), str(Path(out) / SUBMITIT_DIR / f"{run.name}.stderr"), machines)
     return Submission(run.name, "train", job)
 
 
@@ -187,8 +188,9 @@ def eval_submission(run: PlannedRun, out: Path, benchmarks: list[str], limit: in
 
 
 def eval_parameters(train_params: dict) -> dict:
-    """An evaluation job asks for what its run's training job asks for, but at most one GPU (one process)."""
-    params = {**train_params, "job_name": f"{train_params['job_name']}-eval"}
+    """An evaluation job asks for what its run's training job asks for, but one node and at most one GPU (one
+    process)."""
+    params = {**train_params, "job_name": f"{train_params['job_name']}-eval", "nodes": 1}
     if params.get("gpus_per_node"):
         params["gpus_per_node"] = 1
     return params

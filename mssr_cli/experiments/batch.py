@@ -17,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from mssr_cli.executors.planned import PlannedRun, steps_done  # noqa: F401 (PlannedRun: also imported from here)
+from mssr_cli.executors.planned import PlannedRun, eval_command, steps_done  # noqa: F401 (PlannedRun: also imported from here)
 
 WAIT_POLL_S = 3.0
 
@@ -84,7 +84,7 @@ def run_plan(runs: list[PlannedRun], out: Path, title: str, dry_run: bool, conso
     console.print(table)
     if dry_run:
         if executor == "slurm":
-            print_batch_scripts(runs, configs, out, console)
+            print_batch_scripts(runs, configs, out, console, evals, eval_limit)
         return out
 
     if executor == "slurm":
@@ -140,9 +140,11 @@ def _job_name(runs: list[PlannedRun], out: Path) -> str:
     return f"mssr-{runs[0].name if len(runs) == 1 else out.name}"
 
 
-def print_batch_scripts(runs: list[PlannedRun], configs, out: Path, console) -> None:
+def print_batch_scripts(runs: list[PlannedRun], configs, out: Path, console, evals: list[str] | None = None,
+                        eval_limit: int | None = None) -> None:
     """--dry-run with executor=slurm: the sbatch script of each job array that would be submitted, and the
-    ``mssr train`` each of its tasks runs. Submits nothing; needs no cluster."""
+    ``mssr train`` each of its tasks runs; with ``evals``, each run's evaluation job too (held by afterok on its
+    training job when submitted). Submits nothing; needs no cluster."""
     from mssr_cli.executors import slurm
 
     groups: dict[str, tuple[dict, list[PlannedRun]]] = {}
@@ -150,12 +152,30 @@ def print_batch_scripts(runs: list[PlannedRun], configs, out: Path, console) -> 
         _add_to_group(groups, run, slurm.job_parameters(cfg.executor, cfg.launcher, _job_name(runs, out)))
     for params, members in groups.values():
         what = f"a job array of {len(members)} tasks" if len(members) > 1 else "one job"
+        nodes = params["nodes"]
+        if nodes > 1:
+            what += f", each over {nodes} nodes"
         console.print(f"\nBatch script ({what}; not submitted):", markup=False, highlight=False)
         console.print(slurm.batch_script(out, params, len(members)), markup=False, highlight=False, soft_wrap=True)
         for i, run in enumerate(members):
             task = f"task {i}" if len(members) > 1 else "the job"
             command = " ".join(shlex.quote(a) for a in slurm.job_command(run, out))
-            console.print(f"{task} runs: {command}", markup=False, highlight=False, soft_wrap=True)
+            if nodes > 1:  # what TrainJob adds on each node (train_job.node_overrides)
+                task += f" runs on each of its {nodes} nodes"
+                command += " launcher.machine_rank=<the node's SLURM_NODEID> launcher.main_process_ip=<the job's first host>"
+            else:
+                task += " runs"
+            console.print(f"{task}: {command}", markup=False, highlight=False, soft_wrap=True)
+    if not evals:
+        return
+    for params, members in groups.values():
+        for run in members:
+            console.print(f"\nBatch script of {run.name}'s evaluation (one job, held until its training job succeeds: "
+                          "--dependency=afterok:<that job>; not submitted):", markup=False, highlight=False)
+            console.print(slurm.batch_script(out, slurm.eval_parameters(params), 1), markup=False, highlight=False,
+                          soft_wrap=True)
+            command = " ".join(shlex.quote(a) for a in eval_command(out / run.name, evals, eval_limit))
+            console.print(f"the job runs: {command}", markup=False, highlight=False, soft_wrap=True)
 
 
 def submit_to_slurm(runs: list[PlannedRun], configs, out: Path, console, skip_finished: bool = True,
@@ -199,7 +219,8 @@ def submit_to_slurm(runs: list[PlannedRun], configs, out: Path, console, skip_fi
         elif after is None and eval_done(run.folder, evals, eval_limit):
             continue
         evaluations.append((run, slurm.eval_parameters(params), after))
-    batches = [(params, [slurm.train_submission(run, out) for run in members]) for params, members in groups.values()]
+    batches = [(params, [slurm.train_submission(run, out, params["nodes"]) for run in members])
+               for params, members in groups.values()]
     batches += [(params, [slurm.eval_submission(run, out, evals, eval_limit, after)])
                 for run, params, after in evaluations]
     if not batches:
