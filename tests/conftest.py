@@ -22,6 +22,14 @@ def model_cache(tmp_path_factory):
     return cache
 
 
+@pytest.fixture
+def private_datasets_cache(tmp_path, monkeypatch):
+    """``datasets``' cache of a test's small files in its own tmp folder, not the user's cache."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+
+
 @pytest.fixture(scope="session")
 def base_cfg():
     from mssr_cli.config.compose import compose

@@ -117,3 +117,16 @@ def _verify(cell: dict) -> None:
         else:
             text = " ".join(str(err).split())[:80]
         raise BadImage("unreadable image", f"{where} ({type(err).__name__}: {text})") from None
+
+
+def undecoded(rows, column: str):
+    """``rows`` (a ``datasets.Dataset``) with an image feature in ``column`` left as stored bytes/paths (no decode,
+    no re-encode); other columns and features as they are."""
+    import datasets
+
+    feature = rows.features[column]
+    if isinstance(feature, datasets.Image):
+        return rows.cast_column(column, datasets.Image(decode=False))
+    if isinstance(getattr(feature, "feature", None), datasets.Image):  # a list of images (Sequence / List)
+        return rows.cast_column(column, datasets.List(datasets.Image(decode=False)))
+    return rows

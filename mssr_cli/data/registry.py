@@ -30,9 +30,12 @@ def _hub_or_files(data_cfg, split: str):
 LOADERS = {"digit_sum": _digit_sum, "digits": _digits, "geometry3k": _hub_or_files, "local": _hub_or_files, "vision_r1": _hub_or_files}
 
 
-def load_split(data_cfg, split: str):
-    """The ``split`` ("train" or "validation") of the configured data source."""
+def load_split(data_cfg, split: str, min_pixels: int | None = None, max_pixels: int | None = None):
+    """The ``split`` ("train" or "validation") of the configured data source, every image resized into
+    ``[min_pixels, max_pixels]`` (training passes the model's bounds: ``image_bounds.fit_split``; null: as is)."""
+    from mssr_cli.data.image_bounds import fit_split
+
     loader = LOADERS.get(data_cfg.name)
     if loader is None:
         raise ValueError(f"data.name={data_cfg.name!r}: no loader; valid choices: {', '.join(sorted(LOADERS))}")
-    return loader(data_cfg, split)
+    return fit_split(loader(data_cfg, split), min_pixels, max_pixels)

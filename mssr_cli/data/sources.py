@@ -28,11 +28,13 @@ from __future__ import annotations
 import glob
 import tempfile
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mssr_cli.data import json_lines
 from mssr_cli.data.columns import IMAGE, IMAGES, BadRow, ColumnMap, common_row
+from mssr_cli.data.images import undecoded
 
 SPLIT_SEED = 1234  # fixed: a held-out validation split is part of the data, not of a run
 FILE_FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
@@ -63,14 +65,21 @@ def load_source_split(data_cfg, split: str):
     with columns prompt, images, answer, id (see the module docstring for where rows come from)."""
     if split not in ("train", "validation"):
         raise ValueError(f"data={data_cfg.name} has splits 'train' and 'validation', not {split!r}")
+    with quiet_datasets():
+        raw = read_split(data_cfg, split)
+        return to_common(raw, data_cfg)
+
+
+@contextmanager
+def quiet_datasets():
+    """``datasets`` without progress bars and log lines while the block runs (then as before)."""
     import datasets
 
     bars, verbosity = datasets.is_progress_bar_enabled(), datasets.logging.get_verbosity()
     datasets.disable_progress_bars()  # a bar per load and map would break the run's own progress display
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its "Failed to read file" errors: ours name the row
     try:
-        raw = read_split(data_cfg, split)
-        return to_common(raw, data_cfg)
+        yield
     finally:
         datasets.logging.set_verbosity(verbosity)
         if bars:
@@ -276,18 +285,6 @@ def _load_hub(data_cfg, split_name: str, split_key: str):
         raise DataSourceError(f"data={data_cfg.name}: cannot load {where} ({_brief(err)}){hint}") from None
 
 
-def _undecoded(rows, column: str):
-    """``rows`` with an image feature in ``column`` left as stored bytes/paths (no decode, no re-encode)."""
-    import datasets
-
-    feature = rows.features[column]
-    if isinstance(feature, datasets.Image):
-        return rows.cast_column(column, datasets.Image(decode=False))
-    if isinstance(getattr(feature, "feature", None), datasets.Image):  # a list of images (Sequence / List)
-        return rows.cast_column(column, datasets.List(datasets.Image(decode=False)))
-    return rows
-
-
 # Column names a source's extra columns may not take: the common columns, TRL's arguments to reward functions
 # and the row bookkeeping of ``to_common``.
 RESERVED_COLUMNS = frozenset({"prompt", IMAGE, IMAGES, "answer", "id", "completion", "completion_ids", "prompts",
@@ -325,7 +322,7 @@ def to_common(raw: RawSplit, data_cfg):
     # each row's columns as keyword arguments, TRL's convention); names mssr or TRL use are left out.
     extra = [c for c in raw.rows.column_names if c not in keys.values() and c not in RESERVED_COLUMNS]
     rows = raw.rows.select_columns(list(dict.fromkeys([*keys.values(), *extra])))
-    rows = _undecoded(rows, columns.image)
+    rows = undecoded(rows, columns.image)
     if raw.ids != list(range(len(raw.rows))):
         rows = rows.select(raw.ids)
     ids, image_root, unparsed = raw.ids, raw.image_root, raw.unparsed

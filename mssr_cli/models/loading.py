@@ -177,15 +177,14 @@ def resolve_model_path(model_cfg, data_cfg, progress=None, console=None) -> str:
     return str(folder)
 
 
-def load_policy(model_cfg, data_cfg, progress=None, console=None):
-    """(model, processor) ready for training; the processor is checked to be a real VLM processor."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor, ProcessorMixin
+def load_processor(path: str, model_cfg):
+    """The training processor of the model at ``path``: ``model.min_pixels`` / ``max_pixels`` as its image
+    bounds (vLLM builds its own without them: ``mssr_cli.data.image_bounds``), left padding; checked to be a
+    real VLM processor."""
+    from transformers import AutoProcessor, ProcessorMixin
 
-    path = resolve_model_path(model_cfg, data_cfg, progress, console)
     # Code from a model repository runs only when asked for by name (model.trust_remote_code=true)
-    remote_code = getattr(model_cfg, "trust_remote_code", False) is True
-    kwargs = {"trust_remote_code": remote_code}
+    kwargs = {"trust_remote_code": getattr(model_cfg, "trust_remote_code", False) is True}
     if model_cfg.min_pixels is not None:
         kwargs["min_pixels"] = model_cfg.min_pixels
     if model_cfg.max_pixels is not None:
@@ -199,6 +198,17 @@ def load_policy(model_cfg, data_cfg, progress=None, console=None):
             "processor: check that torchvision is installed and the folder has processor_config.json (or preprocessor_config.json)"
         )
     processor.tokenizer.padding_side = "left"
+    return processor
+
+
+def load_policy(model_cfg, data_cfg, progress=None, console=None):
+    """(model, processor) ready for training; the processor is checked to be a real VLM processor."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    path = resolve_model_path(model_cfg, data_cfg, progress, console)
+    processor = load_processor(path, model_cfg)
+    remote_code = getattr(model_cfg, "trust_remote_code", False) is True  # as for the processor: asked for by name
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(model_cfg.dtype)
     if dtype is None:  # auto
         dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32

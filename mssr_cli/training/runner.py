@@ -140,8 +140,10 @@ def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, start
 
     with _progress(cfg.logging.progress and main) as progress:
         # data first: a bad row or path should fail in seconds, not after a 7B model has loaded
-        train_set = load_split(cfg.data, "train")
-        val_set = load_split(cfg.data, "validation")
+        # images resized into the model's bounds now, so vLLM (which never gets them) and the loss see the same pixels
+        pixels = cfg.model.min_pixels, cfg.model.max_pixels
+        train_set = load_split(cfg.data, "train", *pixels)
+        val_set = load_split(cfg.data, "validation", *pixels)
         reward_functions, _ = from_config(cfg.reward)
         check_columns(reward_functions, train_set.column_names)  # an argument no column provides: now, not at step 1
         model, processor = load_policy(cfg.model, cfg.data, progress=progress, console=console)
