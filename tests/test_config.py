@@ -53,6 +53,8 @@ ABLATION_EFFECT = {  # variant -> (dotted key, value it must set)
     "cross_modal_kl": ("algo.cross_modal_kl_coef", 0.01),
     "no_clip_high": ("algo.clip_high", 0.2),
     "per_prompt_rho": ("algo.tracker.schedule", "per_prompt"),
+    "mssr_no_clip_high": ("algo.clip_high", 0.2),
+    "mssr_per_prompt_rho": ("algo.tracker.schedule", "per_prompt"),
     "sampled_entropy": ("algo.shaping.entropy", "sampled"),
     "monotone_schedule": ("algo.tracker.schedule", "monotone"),
     "grpo": ("algo.name", "grpo"),
@@ -69,7 +71,8 @@ def test_every_ablation_variant_changes_what_it_says():
         cfg = compose([f"ablation={variant}"])
         assert OmegaConf.select(cfg, dotted) == value != OmegaConf.select(base, dotted), variant
         assert cfg.train.rollouts_per_step == base.train.rollouts_per_step  # equal rollouts per step
-    shaped_off = {"entropy_loss", "cross_modal_kl", "no_shaping", "grpo"}
+    # the reference's ablations are MVSR-based (shaping off); the mssr_* versions keep the base's shaping
+    shaped_off = {"entropy_loss", "cross_modal_kl", "no_shaping", "grpo", "no_clip_high", "per_prompt_rho"}
     for variant in ABLATION_EFFECT:
         assert compose([f"ablation={variant}"]).algo.shaping.enabled == (variant not in shaped_off), variant
 

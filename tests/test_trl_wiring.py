@@ -44,7 +44,8 @@ def expected_fields(recipe: str, algo: str, processes: int) -> dict:
                 "per_device_train_batch_size": 128, "gradient_accumulation_steps": 1, "max_steps": 200,
                 "save_steps": 50, "logging_steps": 1, "use_vllm": False, "gradient_checkpointing": False}
     updates = 2 if grpo else 16  # mini-batch 1024 (GRPO) / 128 (single rollout) of 2048 rollouts
-    return {**shared, "learning_rate": 1e-6, "beta": 0.01, "loss_type": "bnpo", "use_bias_correction_kl": False,
+    return {**shared, "top_p": 0.99 if grpo else 1.0,  # the reference: config.yaml (GRPO) / config_mssr.yaml
+            "learning_rate": 1e-6, "beta": 0.01, "loss_type": "bnpo", "use_bias_correction_kl": False,
             "vllm_importance_sampling_correction": False, "max_completion_length": 4096, "generation_batch_size": 2048,
             "per_device_train_batch_size": 32 // processes, "gradient_accumulation_steps": (1024 if grpo else 128) // 32,
             "max_steps": 150 * updates, "save_steps": 5 * updates, "logging_steps": updates, "use_vllm": True,

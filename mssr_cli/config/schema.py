@@ -197,6 +197,8 @@ class TrainConfig:
     max_grad_norm: float = key(1.0, "gradient clipping norm", gt=0)
     temperature: float = key(1.0, "rollout sampling temperature", gt=0)
     top_p: float = key(1.0, "rollout nucleus sampling", gt=0, le=1)
+    skip_nonfinite_updates: bool = key(False, "skip the optimizer update when the gradient norm is not finite, as the reference does (TRL steps anyway); counted as train/skipped_updates. Not under DeepSpeed (launcher=zero2|zero3), whose engine steps inside backward")
+    block_image_token: bool = key(False, "no generation may emit the image placeholder token: vLLM rollouts get the reference's logit bias -100 on it, validation and the tracker warm start suppress it (HF rollouts: TRL always does)")
     max_completion_length: int = key(1024, "longest rollout in tokens", ge=1)
     eval_every: int = key(25, "validate every N RL steps (and at step 0 and the last step); 0 disables", ge=0)
     val_batch_size: int = key(64, "validation generation batch size (greedy)", ge=1)

@@ -32,12 +32,14 @@ def batches(dataset, batch_size: int) -> Iterator[dict]:
 
 
 def generate_answers(model, processor, dataset, batch_size: int = 64, max_new_tokens: int = 16,
-                     temperature: float = 0.0, top_p: float = 1.0, on_batch=None) -> list[str]:
+                     temperature: float = 0.0, top_p: float = 1.0, on_batch=None,
+                     block_image_token: bool = False) -> list[str]:
     """Completions (decoded, special tokens dropped) for every row, in order.
 
     Greedy when ``temperature`` is 0, else sampled at ``temperature`` and ``top_p`` with no other
     filter or penalty, whatever the checkpoint's generation_config says (``models.sampling``);
-    ``on_batch(n)`` is called after each batch (progress bars)."""
+    ``block_image_token``: the model's image placeholder token is never generated (the reference's rollouts
+    bias it by -100); ``on_batch(n)`` is called after each batch (progress bars)."""
     import torch
 
     from mssr_cli.data.columns import batch_images
@@ -50,7 +52,8 @@ def generate_answers(model, processor, dataset, batch_size: int = 64, max_new_to
         # exactly the given sampling settings: nothing from the checkpoint's generation_config
         # (the neutral config keeps the checkpoint's token ids, which generate fills in from it)
         with torch.inference_mode(), neutral_generation_config(model):
-            config = sampling_config(max_new_tokens, temperature, top_p)
+            suppress = [int(model.config.image_token_id)] if block_image_token else None
+            config = sampling_config(max_new_tokens, temperature, top_p, suppress)
             for batch in batches(dataset, batch_size):
                 images = batch_images(batch)  # [rows][images of the row], every image in order
                 texts = chat_texts(processor, batch["prompt"], image_counts=[len(row) for row in images])
@@ -67,10 +70,11 @@ def generate_answers(model, processor, dataset, batch_size: int = 64, max_new_to
 
 
 def greedy_accuracy(model, processor, dataset, batch_size: int = 64, max_new_tokens: int = 16,
-                    temperature: float = 0.0, seed: int = 0, spread=None) -> dict[str, float]:
+                    temperature: float = 0.0, seed: int = 0, spread=None, top_p: float = 1.0,
+                    block_image_token: bool = False) -> dict[str, float]:
     """Validation metrics: ``accuracy`` (boxed answer right) and ``format_rate`` (a boxed answer at all).
 
-    Greedy by default; with ``temperature`` > 0 (the paper validates at 0.6) answers are sampled
+    Greedy by default; with ``temperature`` > 0 (the paper validates at 0.6) answers are sampled at ``top_p``
     from a private generator seeded with ``seed``, so validating never shifts the training RNG
     (a resumed run, or one validated more often, then samples the same rollouts).
     ``spread(generate, dataset) -> completions``: how to share the work, e.g. training's
@@ -80,7 +84,8 @@ def greedy_accuracy(model, processor, dataset, batch_size: int = 64, max_new_tok
 
     from mssr_cli.rewards import accuracy_reward, extract_boxed
     def answer(rows):
-        return generate_answers(model, processor, rows, batch_size, max_new_tokens, temperature=temperature)
+        return generate_answers(model, processor, rows, batch_size, max_new_tokens, temperature=temperature, top_p=top_p,
+                                block_image_token=block_image_token)
 
     devices = [model.device.index] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):

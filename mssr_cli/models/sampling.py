@@ -15,14 +15,17 @@ import contextlib
 TOKEN_KEYS = ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")
 
 
-def sampling_config(max_new_tokens: int, temperature: float, top_p: float = 1.0):
+def sampling_config(max_new_tokens: int, temperature: float, top_p: float = 1.0, suppress: list[int] | None = None):
     """A ``GenerationConfig`` that samples at ``temperature`` and ``top_p`` and nothing else
-    (greedy when ``temperature`` is 0); every filter and penalty is set to its no-op value."""
+    (greedy when ``temperature`` is 0); every filter and penalty is set to its no-op value.
+    ``suppress``: token ids never generated (e.g. the image placeholder: ``train.block_image_token``)."""
     from transformers import GenerationConfig
 
     # penalties act in greedy decoding too; the sampling filters only when sampling (set for greedy,
     # transformers warns that they are ignored)
     no_ops = dict(repetition_penalty=1.0, no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, num_beams=1)
+    if suppress:
+        no_ops["suppress_tokens"] = list(suppress)
     if temperature <= 0:
         return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, **no_ops)
     return GenerationConfig(

@@ -18,7 +18,9 @@ Four rules, each with a reason to exist:
   (``train/format_rate``) stays low; without an answer there is no reward to learn from,
   and it is the first visible sign of degenerate output.
 - ``nonfinite``: a loss or grad norm that is None/NaN/inf; the update that follows would
-  corrupt the weights, so it alarms at once.
+  corrupt the weights, so it alarms at once. Also an update skipped for its non-finite gradient norm
+  (``train/skipped_updates`` > 0, ``train.skip_nonfinite_updates``): the logged grad norm is only the
+  step's last update's, and the skip kept the weights but not the step's learning.
 
 Every threshold decides its boundary as written, through ``mssr_cli.thresholds``: a fall of exactly
 ``val_drop`` (0.4 to 0.3, which floats make 0.10000000000000003) is not "more than" it, a rate exactly at
@@ -57,6 +59,7 @@ FORMAT_RATE_KEY = "train/format_rate"
 TRAIN_ACCURACY_KEY = "train/accuracy"
 VAL_ACCURACY_KEY = "val/accuracy"
 NONFINITE_KEYS = ("train/loss", "collapse/grad_norm")
+SKIPPED_KEY = "train/skipped_updates"  # updates skipped on a non-finite gradient norm this step
 
 STATE_VERSION = 1
 
@@ -276,12 +279,15 @@ class CollapseDetector:
         if not self.rules.nonfinite_loss:
             return False, "", None, None
         present = [key for key in NONFINITE_KEYS if key in line]
-        if not present:
+        skipped = line.get(SKIPPED_KEY)
+        if not present and skipped is None:
             return None
-        bad = [key for key in present if _finite(line[key]) is None]
+        bad = [f"{key}={line[key]!r}" for key in present if _finite(line[key]) is None]
+        if _finite(skipped) is not None and skipped > 0:
+            bad.append(f"{SKIPPED_KEY}={skipped:g} (optimizer updates skipped on a non-finite gradient norm)")
         if not bad:
             return False, "", None, None
-        shown = ", ".join(f"{key}={line[key]!r}" for key in bad)
+        shown = ", ".join(bad)
         return True, f"non-finite {shown} at step {self.step}", None, None
 
     def _val_drop(self):

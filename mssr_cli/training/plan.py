@@ -124,6 +124,15 @@ def fidelity_lines(cfg, layout: dict) -> list[str]:
         else:
             where = "every rollout, from the loss's forward pass (no extra pass)"
         lines.append(f"  value tracker KL: {where}; window {algo.tracker.kl_window} steps")
+    train = cfg.train
+    if train.skip_nonfinite_updates:
+        deepspeed = cfg.launcher.name in ("zero2", "zero3")
+        lines.append("  non-finite gradient norm: " + ("NOT skipped under DeepSpeed (its engine steps inside backward); "
+                                                      "the nonfinite alarm still fires" if deepspeed else
+                                                      "the update is skipped (train/skipped_updates)"))
+    if train.block_image_token:
+        lines.append("  image token: never generated (" + ("vLLM logit bias -100" if train.use_vllm else
+                                                          "suppressed") + ")")
     limit = cfg.data.max_prompt_tokens
     lines.append(f"  prompts: {'all kept' if limit is None else f'longer than {limit} tokens (images included) dropped'}")
     return lines

@@ -64,7 +64,7 @@ def _warm_start_tracker(cfg, trainer, processor, train_set, progress, console) -
     started = time.time()
     outcomes = sample_outcomes(
         trainer.model, processor, train_set, cfg.algo.tracker.warm_start_rollouts, cfg.train.val_batch_size,
-        cfg.train.max_completion_length, cfg.train.temperature, cfg.train.top_p, progress,
+        cfg.train.max_completion_length, cfg.train.temperature, cfg.train.top_p, progress, cfg.train.block_image_token,
     )
     trainer.warm_start_tracker(outcomes)
     mean = sum(sum(o) / len(o) for o in outcomes.values()) / max(len(outcomes), 1)
@@ -126,7 +126,7 @@ def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, start
     from mssr_cli.rewards.functions import check_columns, from_config
     from mssr_cli.runs.folder import summarize
     from mssr_cli.training.rollback import RollbackHistory, RunSettings
-    from mssr_cli.training.trl_args import grpo_args
+    from mssr_cli.training.trl_args import grpo_args, rollout_generation_kwargs
 
     layout = steps_layout(cfg)
     # the folder holds this run (or none), the newest checkpoint that verifies, the start written
@@ -156,8 +156,7 @@ def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, start
                            detector=detector, console=console, on_collapse=cfg.train.on_collapse)
         interrupt = InterruptCallback(layout["updates_per_step"])
         callbacks = [
-            ValidationCallback(logger, processor, val_set, cfg.train.eval_every, cfg.train.max_steps,
-                               cfg.train.val_batch_size, cfg.train.val_max_new_tokens, cfg.train.val_temperature),
+            ValidationCallback.from_config(cfg.train, logger, processor, val_set),
             MetricsCallback(logger),
             ProgressCallback(logger, progress, cfg.train.max_steps),
             interrupt,
@@ -258,12 +257,13 @@ def _build_trainer(cfg, folder, model, processor, train_set, reward_functions, c
     from mssr_cli.models.loading import lora_config
     from mssr_cli.rewards.functions import trl_callable
     from mssr_cli.training.trainer import RLTrainer
-    from mssr_cli.training.trl_args import grpo_args
+    from mssr_cli.training.trl_args import grpo_args, rollout_generation_kwargs
 
     settings = history.settings
     args = grpo_args(cfg, str(folder.checkpoints))
     args.learning_rate, args.beta = settings.lr, settings.kl_coef  # TRL's loss reads its beta from args.beta
     args.seed = args.data_seed = settings.seed  # data order; the rollouts' RNG: RLTrainer.reseed
+    args.generation_kwargs = rollout_generation_kwargs(cfg.train, model.config)
     trainer = RLTrainer(
         model=model,
         reward_funcs=[trl_callable(f) for f in reward_functions],
@@ -278,6 +278,7 @@ def _build_trainer(cfg, folder, model, processor, train_set, reward_functions, c
         run_dir=str(folder.path),
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace its dict dumps
+    trainer.skip_nonfinite = bool(cfg.train.skip_nonfinite_updates)  # read when train() builds the optimizer
     if cfg.train.log_samples_every:  # what the policy writes: samples.jsonl and a W&B table
         trainer.sample_count = cfg.train.log_samples
         logger.samples_every, logger.samples_source = cfg.train.log_samples_every, trainer.pop_samples

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 
 def sample_outcomes(model, processor, dataset, rollouts: int, batch_size: int, max_new_tokens: int,
-                    temperature: float, top_p: float, progress=None) -> dict:
+                    temperature: float, top_p: float, progress=None, block_image_token: bool = False) -> dict:
     """{prompt id: [0/1 outcome of each of ``rollouts`` sampled completions]} for every row, the same
     on every process (under several processes, every process must call it)."""
     from mssr_cli.rewards import accuracy_reward
@@ -26,6 +26,7 @@ def sample_outcomes(model, processor, dataset, rollouts: int, batch_size: int, m
         return generate_answers(
             model, processor, rows, batch_size, max_new_tokens, temperature=max(temperature, 1e-5), top_p=top_p,
             on_batch=(lambda n: progress.advance(task, n)) if task is not None else None,
+            block_image_token=block_image_token,
         )
 
     outcomes: dict = {}

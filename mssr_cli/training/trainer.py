@@ -117,6 +117,9 @@ class RLTrainer(GRPOTrainer):
         self.reseed: int | None = None
         self.keep_initial_checkpoint = False
         self.healthy_before = None  # () -> the update step below which a checkpoint is healthy (kept); None: not kept
+        # train.skip_nonfinite_updates (set by the runner): an update whose gradient norm is not finite is skipped
+        self.skip_nonfinite = False
+        self._skip_update = False  # the coming optimizer.step() is skipped (set by _get_grad_norm)
         self._samples: dict[int, dict] = {}  # global row -> the latest step's kept rollout
         self._loss_inputs: dict | None = None
         self._reset_step()
@@ -128,9 +131,39 @@ class RLTrainer(GRPOTrainer):
         self._kl_pending = False  # the tracker still waits for this step's KL (one update per step: from the loss)
         self._kl_rows: list[torch.Tensor] = []  # global row of each on-policy rollout seen by the loss
         self._kl_values: list[torch.Tensor] = []  # its token-mean k3 KL to the reference
+        if self.skip_nonfinite:
+            self._metrics["train"]["train/skipped_updates"] = [0.0]  # this RL step's, logged with it
         self._stats = {"adv_sum": 0.0, "adv_abs_sum": 0.0, "adv_sq_sum": 0.0, "adv_max": float("-inf"),
                        "tokens": 0.0, "psi_sum": 0.0, "cap_tokens": 0.0,
                        "cross_modal_kl_sum": 0.0, "cross_modal_kl_calls": 0.0}
+
+    # ---- non-finite gradients: skip the update, as the reference does -----------------------------
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        """transformers calls this once per update, after clipping and before ``optimizer.step()``."""
+        norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if self.skip_nonfinite and norm is not None and not torch.isfinite(torch.as_tensor(norm)).all():
+            self._skip_update = True  # the guarded step below skips it
+        return norm
+
+    def create_optimizer(self, *args, **kwargs):
+        """The optimizer, its ``step`` guarded: after a non-finite gradient norm it does nothing (no moment update,
+        no weight decay: the reference's ``_optimizer_step``) and the step's ``train/skipped_updates`` grows.
+        Under DeepSpeed the engine steps inside backward, before the norm is known: not guarded there."""
+        optimizer = super().create_optimizer(*args, **kwargs)
+        if self.skip_nonfinite and not self.is_deepspeed_enabled:
+            step = optimizer.step
+
+            def guarded_step(*step_args, **step_kwargs):
+                if not self._skip_update:
+                    return step(*step_args, **step_kwargs)
+                self._skip_update = False
+                self._metrics["train"]["train/skipped_updates"] = [
+                    self._metrics["train"].get("train/skipped_updates", [0.0])[-1] + 1.0]
+                return None
+
+            optimizer.step = guarded_step
+        return optimizer
 
     @property
     def _loss_calls_per_step(self) -> int:
