@@ -150,8 +150,8 @@ class ValidationCallback(TrainerCallback):
     """Greedy validation at step 0, every ``eval_every`` RL steps, and at the last step."""
 
     def __init__(self, logger: RunLogger, processor, val_set, eval_every: int, max_steps: int, batch_size: int,
-                 max_new_tokens: int, temperature: float = 0.0):
-        self.logger, self.processor, self.val_set = logger, processor, val_set
+                 max_new_tokens: int, temperature: float = 0.0, grader: str = "math_verify"):
+        self.logger, self.processor, self.val_set, self.grader = logger, processor, val_set, grader
         self.eval_every, self.max_steps = eval_every, max_steps
         self.batch_size, self.max_new_tokens, self.temperature = batch_size, max_new_tokens, temperature
 
@@ -161,7 +161,7 @@ class ValidationCallback(TrainerCallback):
 
         # several processes: each answers a shard and all get the same metrics (no rank waits alone)
         result = greedy_accuracy(model, self.processor, self.val_set, self.batch_size, self.max_new_tokens,
-                                 temperature=self.temperature, spread=generate_across_processes)
+                                 temperature=self.temperature, spread=generate_across_processes, grader=self.grader)
         return {"val/accuracy": result["accuracy"], "val/format_rate": result["format_rate"]}
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):

@@ -64,7 +64,7 @@ def _warm_start_tracker(cfg, trainer, processor, train_set, progress, console) -
     started = time.time()
     outcomes = sample_outcomes(
         trainer.model, processor, train_set, cfg.algo.tracker.warm_start_rollouts, cfg.train.val_batch_size,
-        cfg.train.max_completion_length, cfg.train.temperature, cfg.train.top_p, progress,
+        cfg.train.max_completion_length, cfg.train.temperature, cfg.train.top_p, progress, cfg.reward.grader,
     )
     trainer.warm_start_tracker(outcomes)
     mean = sum(sum(o) / len(o) for o in outcomes.values()) / max(len(outcomes), 1)
@@ -155,7 +155,8 @@ def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, start
         interrupt = InterruptCallback(layout["updates_per_step"])
         callbacks = [
             ValidationCallback(logger, processor, val_set, cfg.train.eval_every, cfg.train.max_steps,
-                               cfg.train.val_batch_size, cfg.train.val_max_new_tokens, cfg.train.val_temperature),
+                               cfg.train.val_batch_size, cfg.train.val_max_new_tokens, cfg.train.val_temperature,
+                               cfg.reward.grader),
             MetricsCallback(logger),
             ProgressCallback(logger, progress, cfg.train.max_steps),
             interrupt,
