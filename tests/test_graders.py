@@ -119,6 +119,17 @@ def test_the_grader_is_one_of_a_run_folders_settings():
         "reward.grader=math_verify there, mathruler here"]
 
 
+def test_a_run_saved_before_the_key_existed_reads_as_math_verify(tmp_path):
+    """Its accuracy was graded by math-verify, whatever its recipe: resuming it must not switch graders."""
+    from mssr_cli.runs.folder import RunFolder
+
+    RunFolder(tmp_path).write_start(compose(["experiment=paper_7b"]), ["experiment=paper_7b"])
+    config = tmp_path / "config.yaml"
+    config.write_text(config.read_text().replace("  grader: mathruler\n", ""))
+    assert "grader" not in config.read_text()
+    assert RunFolder(tmp_path).saved_config()[0].reward.grader == "math_verify"
+
+
 def test_the_dry_run_plan_names_the_grader():
     from mssr_cli.training.plan import describe_plan
 
