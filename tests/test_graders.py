@@ -74,6 +74,12 @@ def test_mathruler_is_bounded_in_time():
     assert accuracy_reward(r"\boxed{2\sqrt{2}}", r"\sqrt{8}", grader="mathruler") == 1.0  # a fresh child grades on
 
 
+def test_mathruler_keeps_latex_parser_warnings_out_of_the_logs(capfd):
+    # pylatexenc logs a warning for each \frac without its arguments; a policy writing junk would flood the run's log
+    assert accuracy_reward(r"\boxed{\frac{1}}", "1", grader="mathruler") == 0.0
+    assert "failed its substitution" not in capfd.readouterr().err
+
+
 # --- the choice in the config ----------------------------------------------------------------------
 
 
