@@ -157,6 +157,7 @@ def evaluate(
     judge_url: Annotated[str | None, typer.Option("--judge-url", help="OpenAI-compatible endpoint that extracts answers the rules cannot (off by default).")] = None,
     judge_timeout: Annotated[float, typer.Option("--judge-timeout", help="Seconds one judge call may take; a failed call leaves the item to the rules, and 3 failures in a row stop asking the judge.")] = 30.0,
     runs_root: Annotated[Path | None, typer.Option("--runs-root", help="Without --model: where to look for the newest finished run (default: runs, as logging.runs_root).")] = None,
+    grader: Annotated[str, typer.Option("--grader", help="math_verify (default: each benchmark's rules, math-verify equivalence) or mathruler (the paper recipes' reward: the last \\boxed{} alone, mathruler's grade_answer); recorded in summary.json.")] = "math_verify",
 ) -> None:
     """Evaluate a model on multimodal math benchmarks (lm-eval tasks), judge-free.
 
@@ -172,7 +173,8 @@ def evaluate(
     try:
         run_eval([b.strip() for b in benchmarks.split(",") if b.strip()], model, limit=limit, data_dir=data_dir,
                  batch_size=batch_size, backend=backend, out=out, max_new_tokens=max_new_tokens,
-                 temperature=temperature, judge_url=judge_url, judge_timeout=judge_timeout, runs_root=runs_root)
+                 temperature=temperature, judge_url=judge_url, judge_timeout=judge_timeout, runs_root=runs_root,
+                 grader=grader)
     except (EvalError, ValueError) as err:
         fail(str(err))
 

@@ -249,6 +249,20 @@ def test_runs_evaluated_on_some_benchmarks(tmp_path):
     assert "mathvista was scored on different" not in warnings
 
 
+def test_evals_with_different_graders_are_a_warning(tmp_path):
+    """One run evaluated with --grader mathruler among runs graded by math_verify (summaries without a grader
+    predate --grader: math_verify). Alike, no warning."""
+    root = build_study(tmp_path / "study")
+    assert not [w for w in run_compare([root], console=quiet()).warnings if "graders" in w]
+    entry = root / "mssr__s2" / "eval" / "summary.json"
+    entry.write_text(json.dumps({**json.loads(entry.read_text()), "grader": "mathruler"}))
+    assert read_run(root / "mssr__s2", []).eval_grader == "mathruler"
+    assert read_run(root / "mssr__s1", []).eval_grader == "math_verify"
+    warnings = "\n".join(run_compare([root], console=quiet()).warnings)
+    assert ("the runs' evals used different graders (math_verify: grpo__s0, grpo__s1, grpo__s2, mssr__s0, mssr__s1; "
+            "mathruler: mssr__s2)") in warnings
+
+
 def test_no_common_benchmark_means_no_average(tmp_path):
     """grpo evaluated on mathverse only, mssr on mathvista only: two columns, each with one variant; no average."""
     write_eval(write_run(tmp_path / "grpo__s0", algo="grpo", seed=0, rollouts_per_step=4, val=steps(0.1, 0.5)),

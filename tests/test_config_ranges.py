@@ -47,7 +47,7 @@ EXPECTED_CHOICE_KEYS = {
     "algo.name", "algo.estimator", "algo.tracker.schedule", "algo.shaping.entropy", "algo.loss_agg",
     "algo.entropy_bonus", "model.preset", "model.dtype", "model.attn_implementation", "data.name",
     "train.bf16", "train.vllm_mode", "train.on_collapse", "logging.wandb", "launcher.name",
-    "executor.name",
+    "executor.name", "reward.grader",
 }
 
 # The cases, by hand: (override, accepted?)

@@ -119,9 +119,10 @@ def test_sampled_validation_uses_the_rollouts_top_p():
     """The reference's val_override_config changes only temperature and n: GRPO validates at top-p 0.99 too."""
     from mssr_cli.training.callbacks import ValidationCallback
 
-    grpo = ValidationCallback.from_config(compose(["experiment=paper_7b", "algo=grpo"]).train, None, None, None)
-    mssr = ValidationCallback.from_config(compose(["experiment=paper_7b"]).train, None, None, None)
+    grpo = ValidationCallback.from_config(compose(["experiment=paper_7b", "algo=grpo"]), None, None, None)
+    mssr = ValidationCallback.from_config(compose(["experiment=paper_7b"]), None, None, None)
     assert (grpo.temperature, grpo.top_p) == (0.6, 0.99) and (mssr.temperature, mssr.top_p) == (0.6, 1.0)
+    assert grpo.block_image_token and grpo.grader == "mathruler"  # the paper recipes' other validation settings
 
 
 def test_validation_samples_at_the_top_p_it_is_given(monkeypatch):

@@ -202,7 +202,7 @@ def test_without_math_verify_cheap_matching_still_works(monkeypatch, tmp_path):
 
 
 def test_import_stays_light():
-    code = "import sys, mssr_cli.rewards; print(sorted({'sympy', 'math_verify'} & set(sys.modules)))"
+    code = "import sys, mssr_cli.rewards; print(sorted({'sympy', 'math_verify', 'mathruler'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -17,6 +17,7 @@ from mssr_cli.config.paths import group_options
 # tests check they match mssr_cli.training.estimators and mssr_cli.algos.value_tracker).
 ESTIMATOR_NAMES = ("grpo", "single_rollout")
 SCHEDULE_NAMES = ("paper", "monotone", "per_prompt")
+GRADER_NAMES = ("math_verify", "mathruler")  # mssr_cli.rewards.grader.GRADERS
 LOSS_AGG_NAMES = ("token_mean", "micro_token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 
 SEED_MAX = 2**32 - 1  # numpy's seed bound (transformers.set_seed seeds numpy with it)
@@ -226,6 +227,7 @@ class TrainConfig:
 class RewardConfig:
     functions: list[str] = key(["accuracy"], "reward functions, TRL's convention: built-ins accuracy | format (<think>...</think>...\\boxed{}, the reference's check), or module:function / file.py:function (README: Your own reward)")
     weights: list[float] | None = key(None, "one weight per function; the step's reward is the weighted sum (null: 1.0 each)")
+    grader: str = key("math_verify", "what the accuracy reward (and validation, the tracker's warm start) grades with: math_verify (last \\boxed{} or <answer> tag, option letters, math-verify equivalence) | mathruler (the reference's: the last \\boxed{} alone, mathruler's grade_answer; the paper recipes)", choices=GRADER_NAMES)
 
 
 @dataclass

@@ -10,7 +10,9 @@ and grades a response with the training grader (``mssr_cli.rewards``: one implem
   the run's ``val/accuracy``;
 - the others: ``extract_final_answer`` (``<think>`` stripped; ``<answer>``, last box, "the answer
   is", then the question type's fallback: option letter, number or yes/no) and ``match_answer``
-  (letter <-> option text, math-verify equivalence, MathVista's unit/precision/integer rules).
+  (letter <-> option text, math-verify equivalence, MathVista's unit/precision/integer rules);
+- any, with ``mssr eval --grader mathruler``: the paper recipes' reward (``reward.grader=mathruler``),
+  mathruler on the last ``\\boxed{}`` alone, so eval accuracy on digits is such a run's ``val/accuracy``.
 
 Nothing here imports torch; ``datasets``/PIL load only when a document is read.
 """
@@ -79,13 +81,17 @@ class Benchmark:
         """How many images the row has (without converting them)."""
         return len(_image_cells(doc[self.image_column]))
 
-    def grade(self, doc: dict, response: str, judge: Callable[[str, str], str | None] | None = None) -> Graded:
+    def grade(self, doc: dict, response: str, judge: Callable[[str, str], str | None] | None = None,
+              grader: str = "math_verify") -> Graded:
         """Extract the answer from ``response`` and compare it with the gold answer; never raises.
 
-        ``judge(question, response)`` is asked only when the rules find no answer at all."""
+        ``judge(question, response)`` is asked only when the rules find no answer at all.
+        ``grader="mathruler"``: every benchmark as the paper's reward grades (``_grade_by_mathruler``)."""
         from mssr_cli.rewards import accuracy_reward, extract_answer, extract_final_answer, match_answer
 
         gold = self.gold(doc)
+        if grader == "mathruler":
+            return self._grade_by_mathruler(doc, response, gold, judge)
         if self.strict:
             return Graded(extract_answer(response), accuracy_reward(response, gold) == 1.0)
         rules = self.rules(doc)
@@ -97,6 +103,18 @@ class Benchmark:
             unit=rules.unit, multi_select=rules.multi_select,
         )
         return Graded(pred, correct)
+
+    def _grade_by_mathruler(self, doc: dict, response: str, gold: str, judge) -> Graded:
+        """The reference's reward (``mssr_cli.rewards.reference_grader``) on any benchmark: mathruler's
+        ``grade_answer`` on the last ``\\boxed{}`` alone, none of the benchmark's rules (option
+        letters, units, precision). With no box, the judge's answer (if asked) is graded the same way."""
+        from mssr_cli.rewards.reference_grader import NO_BOX, boxed_content, matches
+
+        pred = boxed_content(response) if isinstance(response, str) else NO_BOX
+        if pred == NO_BOX and judge is not None:
+            pred = judge(self.question(doc), response) or NO_BOX
+        # mathruler grades the string "None" too (a gold "None" matches a missing box), as the reference
+        return Graded(None if pred == NO_BOX else pred, matches(pred, gold))
 
 
 # --- field helpers ---------------------------------------------------------------------

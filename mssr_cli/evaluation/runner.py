@@ -2,11 +2,12 @@
 
 Documents, prompts and gold answers come from the lm-eval tasks shipped in ``tasks/`` (the same
 ones ``lm_eval --include_path`` runs); generation is ours (``hf``) or lm-eval's ``vllm-vlm``;
-scoring is ``Benchmark.grade`` (the training grader). Every benchmark's data is located before
+scoring is ``Benchmark.grade`` (a training grader: math-verify's by default, the paper recipes'
+mathruler with ``grader="mathruler"``). Every benchmark's data is located before
 the model loads, so a missing local copy fails in seconds, not after a model download.
 
 Outputs in ``out`` (default ``<run>/eval/`` for a run folder):
-    summary.json              settings, and per benchmark n, correct, accuracy, seconds, source (with
+    summary.json              settings (the grader too), and per benchmark n, correct, accuracy, seconds, source (with
                               --judge-url: the judge's calls, failures and skipped items, overall and
                               per benchmark; its URL without credentials)
     samples_<benchmark>.jsonl one line per item: id, prompt, response, extracted, gold, correct (and
@@ -37,7 +38,9 @@ LM_EVAL_CHUNK = 512  # documents handed to vLLM at once (it batches them continu
 
 
 # what a score depends on: benchmarks of an earlier `mssr eval` into the same folder are kept when these match
-SAME_MEASUREMENT = ("model_path", "backend", "limit", "data_dir", "max_new_tokens", "temperature", "judge_url")
+SAME_MEASUREMENT = ("model_path", "backend", "limit", "data_dir", "max_new_tokens", "temperature", "judge_url",
+                    "grader")
+BEFORE_GRADER = {"grader": "math_verify"}  # summaries written before --grader existed were graded by math-verify
 
 
 def merge_earlier(path: Path, summary: dict, console) -> dict:
@@ -53,6 +56,7 @@ def merge_earlier(path: Path, summary: dict, console) -> dict:
             if name not in summary["benchmarks"]}
     if not kept:
         return summary
+    earlier = {**BEFORE_GRADER, **earlier}
     changed = [key for key in SAME_MEASUREMENT if earlier.get(key) != summary.get(key)]
     if changed:
         console.print(f"{path}: replaced its results on {', '.join(kept)} (measured with other "
@@ -229,6 +233,7 @@ def run_eval(
     judge_timeout: float = JUDGE_TIMEOUT,
     console=None,
     runs_root: Path | None = None,
+    grader: str = "math_verify",
 ) -> dict:
     """Evaluate ``model`` on ``benchmarks``; prints a table, writes the outputs, returns the summary.
 
@@ -237,6 +242,8 @@ def run_eval(
     ``temperature`` 0, else sampled with a fixed seed. ``judge_timeout``: seconds one judge call may take
     (the judge is given up on after a few failures in a row; summary.json counts its calls and failures).
     ``model`` None: the newest finished run under ``runs_root`` (default: ``runs``), said in one line.
+    ``grader``: ``math_verify`` (each benchmark's rules) or ``mathruler`` (the paper recipes' reward:
+    the last box alone); recorded in summary.json, whose benchmarks add up only under one grader.
 
     Raises an ``EvalError`` subclass (one-line message) for an unknown benchmark or backend, data
     that is neither in ``data_dir`` nor on the Hub, or a model that cannot be loaded."""
@@ -249,6 +256,10 @@ def run_eval(
         raise ValueError(f"--temperature must be >= 0, got {temperature}")
     if not judge_timeout > 0:
         raise ValueError(f"--judge-timeout must be > 0 seconds, got {judge_timeout}")
+    from mssr_cli.rewards.grader import grader_problem
+
+    if problem := grader_problem(grader):
+        raise ValueError(f"--grader {grader}: {problem}")
     if console is None:
         from mssr_cli.console import stdout_console
 
@@ -290,7 +301,7 @@ def run_eval(
     results = {}
     for name in names:
         results[name] = _evaluate_one(
-            name, tasks[name], policy, lm, out, limit, batch_size, max_new_tokens, temperature, judge, console
+            name, tasks[name], policy, lm, out, limit, batch_size, max_new_tokens, temperature, judge, console, grader
         )
         results[name]["source"] = sources[name]
 
@@ -305,6 +316,7 @@ def run_eval(
         "batch_size": batch_size,
         "max_new_tokens": max_new_tokens,
         "temperature": temperature,
+        "grader": grader,
         "judge_url": redact(judge_url) if judge_url else None,  # a URL may carry a key (user:KEY@, ?key=)
         "judge": judge.stats() if judge is not None else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -324,7 +336,8 @@ def run_eval(
     return summary
 
 
-def _evaluate_one(name, task, policy, lm, out, limit, batch_size, max_new_tokens, temperature, judge, console) -> dict:
+def _evaluate_one(name, task, policy, lm, out, limit, batch_size, max_new_tokens, temperature, judge, console,
+                  grader="math_verify") -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mssr_cli.evaluation.generation import generate_hf, generate_lm_eval
@@ -358,7 +371,7 @@ def _evaluate_one(name, task, policy, lm, out, limit, batch_size, max_new_tokens
             for doc, prompt, response in zip(rows, prompts, responses, strict=True):
                 if judge is not None:
                     judge.outcome = None
-                graded = benchmark.grade(doc, response, judge)
+                graded = benchmark.grade(doc, response, judge, grader)
                 correct += graded.correct
                 line = {
                     "id": benchmark.doc_id(doc),

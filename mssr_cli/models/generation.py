@@ -71,7 +71,7 @@ def generate_answers(model, processor, dataset, batch_size: int = 64, max_new_to
 
 def greedy_accuracy(model, processor, dataset, batch_size: int = 64, max_new_tokens: int = 16,
                     temperature: float = 0.0, seed: int = 0, spread=None, top_p: float = 1.0,
-                    block_image_token: bool = False) -> dict[str, float]:
+                    block_image_token: bool = False, grader: str = "math_verify") -> dict[str, float]:
     """Validation metrics: ``accuracy`` (boxed answer right) and ``format_rate`` (a boxed answer at all).
 
     Greedy by default; with ``temperature`` > 0 (the paper validates at 0.6) answers are sampled at ``top_p``
@@ -79,7 +79,7 @@ def greedy_accuracy(model, processor, dataset, batch_size: int = 64, max_new_tok
     (a resumed run, or one validated more often, then samples the same rollouts).
     ``spread(generate, dataset) -> completions``: how to share the work, e.g. training's
     ``generate_across_processes`` (every process answers a shard and all get every answer; then every
-    process must call this). Passed in, so that models/ needs nothing from training/."""
+    process must call this). Passed in, so that models/ needs nothing from training/. ``grader``: reward.grader."""
     import torch
 
     from mssr_cli.rewards import accuracy_reward, extract_boxed
@@ -92,7 +92,7 @@ def greedy_accuracy(model, processor, dataset, batch_size: int = 64, max_new_tok
         torch.manual_seed(seed)
         completions = spread(answer, dataset) if spread is not None else answer(dataset)
     answers = dataset["answer"]
-    correct = [accuracy_reward(c, a) for c, a in zip(completions, answers, strict=True)]
+    correct = [accuracy_reward(c, a, grader=grader) for c, a in zip(completions, answers, strict=True)]
     formatted = [extract_boxed(c) is not None for c in completions]
     n = max(len(completions), 1)
     return {"accuracy": sum(correct) / n, "format_rate": sum(formatted) / n}

@@ -38,6 +38,7 @@ class Run:
     config: dict = field(default_factory=dict)  # config.yaml as plain data ({} when absent)
     benchmarks: dict[str, float] = field(default_factory=dict)  # eval/summary.json: benchmark -> accuracy ({}: no eval)
     benchmark_items: dict[str, int] = field(default_factory=dict)  # benchmark -> items scored (n; --limit lowers it)
+    eval_grader: str | None = None  # what graded them (mssr eval --grader; None: no eval)
 
     @property
     def name(self) -> str:
@@ -110,9 +111,9 @@ def read_run(path: Path, warnings: list[str]) -> Run | None:
     )
     seed = (summary or {}).get("seed", _get(config, "seed"))
     seed = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
-    benchmarks, items = _read_eval(path / EVAL_SUMMARY, warnings)
+    benchmarks, items, grader = _read_eval(path / EVAL_SUMMARY, warnings)
     return Run(path=path, variant=str(variant), seed=seed, metrics=metrics, summary=summary, config=config,
-               benchmarks=benchmarks, benchmark_items=items)  # fmt: skip
+               benchmarks=benchmarks, benchmark_items=items, eval_grader=grader)  # fmt: skip
 
 
 def read_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
@@ -150,23 +151,24 @@ def _read_json(path: Path, warnings: list[str]) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _read_eval(path: Path, warnings: list[str]) -> tuple[dict[str, float], dict[str, int]]:
-    """Accuracy and item count per benchmark from an eval summary; ({}, {}) when there is none.
+def _read_eval(path: Path, warnings: list[str]) -> tuple[dict[str, float], dict[str, int], str | None]:
+    """Accuracy and item count per benchmark from an eval summary, and its grader; ({}, {}, None) when there
+    is none. A summary written before ``mssr eval --grader`` existed was graded by ``math_verify``.
 
     The shape is ``{"benchmarks": {name: {"n": int, "accuracy": float, ...}}}``. Read as plain JSON:
     reporting does not import evaluation (tests/test_layering.py). A damaged file or entry is a warning,
     not a crash: the run is still compared on its training metrics."""
     if not path.is_file():
-        return {}, {}
+        return {}, {}, None
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError:
         warnings.append(f"{path}: not valid JSON, the run's benchmark results are ignored")
-        return {}, {}
+        return {}, {}, None
     results = data.get("benchmarks") if isinstance(data, dict) else None
     if not isinstance(results, dict):
         warnings.append(f"{path}: no 'benchmarks' table, the run's benchmark results are ignored")
-        return {}, {}
+        return {}, {}, None
     accuracies, items = {}, {}
     for name, result in results.items():
         accuracy = _finite_or_none(result.get("accuracy")) if isinstance(result, dict) else None
@@ -177,7 +179,7 @@ def _read_eval(path: Path, warnings: list[str]) -> tuple[dict[str, float], dict[
         n = result.get("n")
         if isinstance(n, int) and not isinstance(n, bool):
             items[str(name)] = n
-    return accuracies, items
+    return accuracies, items, str(data.get("grader") or "math_verify") if accuracies else None
 
 
 def _read_yaml(path: Path, warnings: list[str]) -> dict:

@@ -193,7 +193,8 @@ def _cell(values: list[float], ref_values: list[float], is_reference: bool) -> B
 def benchmark_warnings(cmp: Comparison) -> list[str]:
     """What makes the benchmark columns compare unlike with unlike: runs without evals among runs with,
     runs missing a benchmark (fewer seeds in its column, not in the average), no common benchmark (no
-    average), and one benchmark scored on different numbers of items (an eval with --limit)."""
+    average), one benchmark scored on different numbers of items (an eval with --limit), and runs whose
+    evals used different graders (mssr eval --grader)."""
     if not cmp.benchmarks:
         return []
     runs = [run for rs in cmp.groups.values() for run in rs]
@@ -217,6 +218,14 @@ def benchmark_warnings(cmp: Comparison) -> list[str]:
         if len(items) > 1:
             out.append(f"benchmark {name} was scored on different numbers of items ({', '.join(map(str, sorted(items)))}; "
                        f"an eval with --limit): its seeds are not comparable")  # fmt: skip
+    graders: dict[str, list[str]] = {}
+    for run in runs:
+        if run.eval_grader is not None:
+            graders.setdefault(run.eval_grader, []).append(run.name)
+    if len(graders) > 1:
+        which = "; ".join(f"{grader}: {', '.join(names)}" for grader, names in sorted(graders.items()))
+        out.append(f"the runs' evals used different graders ({which}): the benchmark columns mix two ways of "
+                   "scoring (mssr eval --grader)")
     return out
 
 

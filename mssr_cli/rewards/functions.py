@@ -3,7 +3,8 @@
 ``reward.functions=[accuracy,format,mypkg.rewards:my_reward]`` with ``reward.weights=[1.0,0.0,0.5]``.
 Built-ins go by short name:
 
-- ``accuracy``: 1.0 when the completion's final answer matches the row's ``answer`` (the grader).
+- ``accuracy``: 1.0 when the completion's final answer matches the row's ``answer``, graded by
+  ``reward.grader`` (``math_verify``, the default, or ``mathruler``, the paper recipes').
 - ``format``: 1.0 when the completion is ``<think>...</think>...\\boxed{...}...``, the paper's
   reference check (ruiiu/MSSR ``examples/reward_function/math.py``, ``format_reward``, after the same
   whitespace normalisation), else 0.0.
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mssr_cli.rewards.grader import accuracy_reward, extract_boxed, normalize_response
+from mssr_cli.rewards.grader import accuracy_reward, extract_boxed, grader_problem, normalize_response
 
 # The arguments TRL passes to every reward function besides the data's columns (TRL 1.x
 # GRPOTrainer._calculate_rewards); ``log_extra``/``log_metric``/``environments`` are TRL's too.
@@ -51,12 +52,22 @@ def completion_text(completion) -> str:
     return completion
 
 
-def accuracy(completions, answer, **kwargs) -> list[float]:
-    """1.0 when the final answer matches the row's gold ``answer`` (multiple choice: ``choices``), else 0.0."""
-    # a data column "choices" (multiple choice) counts only as lists of option texts; anything else is ignored
-    given = kwargs.get("choices")
-    choices = [c if isinstance(c, (list, tuple)) else None for c in given] if given else [None] * len(completions)
-    return [accuracy_reward(completion_text(c), a, ch) for c, a, ch in zip(completions, answer, choices, strict=True)]
+def graded_accuracy(grader: str) -> Callable:
+    """The ``accuracy`` reward with ``grader`` (``reward.grader``) bound: a closure, not a keyword, so
+    that a data column of any name cannot replace the grader."""
+
+    def accuracy(completions, answer, **kwargs) -> list[float]:
+        """1.0 when the final answer matches the row's gold ``answer`` (multiple choice: ``choices``), else 0.0."""
+        # a data column "choices" (multiple choice) counts only as lists of option texts; anything else is ignored
+        given = kwargs.get("choices")
+        choices = [c if isinstance(c, (list, tuple)) else None for c in given] if given else [None] * len(completions)
+        return [accuracy_reward(completion_text(c), a, ch, grader)
+                for c, a, ch in zip(completions, answer, choices, strict=True)]
+
+    return accuracy
+
+
+accuracy = graded_accuracy("math_verify")  # the default grader's; resolve() binds reward.grader
 
 
 def think_boxed_format(text: str) -> bool:
@@ -184,12 +195,13 @@ def _describe(spec: str, func) -> RewardFunction:
                           parameters=named, required=required)
 
 
-def resolve(functions, weights) -> tuple[list[RewardFunction], list[float]]:
+def resolve(functions, weights, grader: str = "math_verify") -> tuple[list[RewardFunction], list[float]]:
     """The configured reward functions (built-in or imported, signatures checked) and one weight each.
 
     Args:
         functions: names or import paths (``reward.functions``), at least one.
         weights: one float per function (``reward.weights``), or None for 1.0 each.
+        grader: what the built-in ``accuracy`` grades with (``reward.grader``: math_verify | mathruler).
 
     Raises RewardFunctionError (one line naming the entry) on an unknown name, a failed import, a
     missing attribute, a signature TRL cannot call, duplicate metric names or a weight count that
@@ -197,7 +209,10 @@ def resolve(functions, weights) -> tuple[list[RewardFunction], list[float]]:
     specs = [str(s).strip() for s in (functions or [])]
     if not specs or any(not s for s in specs):
         raise RewardFunctionError(f"reward.functions={list(functions or [])}: give at least one function; built-ins: {', '.join(BUILT_INS)}")
-    resolved = [_describe(s, BUILT_INS[s]) if s in BUILT_INS else _describe(s, _load_attribute(s)) for s in specs]
+    if problem := grader_problem(grader):  # an unknown name, or mathruler not installed: now, not at step 1
+        raise RewardFunctionError(f"reward.grader={grader}: {problem}")
+    built_ins = {**BUILT_INS, "accuracy": graded_accuracy(grader)}
+    resolved = [_describe(s, built_ins[s]) if s in built_ins else _describe(s, _load_attribute(s)) for s in specs]
     seen: dict[str, str] = {}
     for fn in resolved:
         if fn.name in seen:
@@ -268,4 +283,4 @@ def trl_callable(fn: RewardFunction) -> Callable:
 def from_config(reward_cfg) -> tuple[list[RewardFunction], list[float]]:
     """``resolve`` on a config's ``reward`` section."""
     weights = reward_cfg.weights
-    return resolve(list(reward_cfg.functions), None if weights is None else list(weights))
+    return resolve(list(reward_cfg.functions), None if weights is None else list(weights), reward_cfg.grader)

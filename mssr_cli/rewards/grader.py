@@ -1,6 +1,8 @@
 """Answer grader: does a completion's final answer match the gold answer?
 
-Rules, in order:
+Two graders (``accuracy_reward(..., grader=)``, ``reward.grader``): ``math_verify``, the rules
+below, and ``mathruler``, the paper's reference reward (rule 0, then mathruler on the last box
+alone: ``reference_grader``). Rules of ``math_verify``, in order:
 
 0. Normalisation, as the paper's reference reward does (EasyR1 fork ruiiu/MSSR,
    ``examples/reward_function/math.py``) in training and in evaluation alike: the gold answer
@@ -31,8 +33,8 @@ after rule 0 (the response in ``extract_final_answer``, the gold in ``match_answ
 option letter, number or yes/no; matching is rules 2-3 plus MathVista's unit, precision and
 integer conventions and multi-letter answers. Training still pays for the boxed form only.
 
-Time bound: math-verify runs in a child Python process (one per concurrently calling
-thread, reused across calls) that is killed when a comparison takes longer than
+Time bound: math-verify (and mathruler's ``grade_answer``) runs in a child Python process (one
+per concurrently calling thread and library, reused across calls) that is killed when a comparison takes longer than
 ``TIMEOUT_S``, which then counts as wrong. A process, not math-verify's own signal.alarm
 timeout, because the alarm works only in the main thread and would clobber the caller's
 own SIGALRM (pytest-timeout uses it), and not a thread, because a thread stuck in
@@ -57,7 +59,8 @@ import sys
 import threading
 import warnings
 
-TIMEOUT_S = 2.0  # wall-clock limit of one math-verify comparison
+GRADERS = ("math_verify", "mathruler")  # accuracy_reward's grader=; reward.grader, mssr eval --grader
+TIMEOUT_S = 2.0  # wall-clock limit of one math-verify (or mathruler) comparison
 START_TIMEOUT_S = 60.0  # a loaded training machine can take a while to import sympy
 # Longer or deeper answers are compared by normalisation only: math-verify's time grows with
 # both (0.3 s for 200 characters of "x^{y}+x^{y}+...", seconds at 1000; 0.4 s at depth 8, 1 s at 12).
@@ -156,15 +159,36 @@ def extract_answer(text: str) -> str | None:
     return _answer_tag(text)
 
 
-def accuracy_reward(completion: str, answer: str, choices: list[str] | None = None) -> float:
-    """1.0 if the completion's extracted answer matches ``answer``, else 0.0; never raises.
+def accuracy_reward(completion: str, answer: str, choices: list[str] | None = None, grader: str = "math_verify") -> float:
+    """1.0 if the completion's extracted answer matches ``answer``, else 0.0; never raises on strings.
 
     Rule 0 first, as the paper's reference reward: ``normalize_response(completion)`` and
-    ``gold_answer(answer)`` (``<answer>0.5</answer>`` is the gold ``0.5``)."""
+    ``gold_answer(answer)`` (``<answer>0.5</answer>`` is the gold ``0.5``). ``grader``:
+    ``math_verify`` (rules 1-3 above, ``choices`` read as option texts) or ``mathruler`` (the
+    reference's: the last ``\\boxed{}`` alone, by mathruler; ``choices`` unused; ``reference_grader``).
+    An unknown ``grader`` is a ValueError naming the valid ones."""
+    if grader not in GRADERS:
+        raise ValueError(f"grader={grader!r}: valid choices: {', '.join(GRADERS)}")
     try:
+        if grader == "mathruler":
+            from mssr_cli.rewards.reference_grader import reference_reward
+
+            return reference_reward(completion, answer)
         return _grade(completion, answer, choices)
     except Exception:  # a reward function must not take training down
         return 0.0
+
+
+def grader_problem(grader: str) -> str | None:
+    """Why ``grader`` cannot grade here (an unknown name; mathruler's packages missing), or None."""
+    if grader not in GRADERS:
+        return f"valid choices: {', '.join(GRADERS)}"
+    if grader == "mathruler":
+        from mssr_cli.rewards.reference_grader import missing_packages
+
+        if missing := missing_packages():
+            return f"needs {', '.join(missing)}, not installed here (pyproject.toml pins them: reinstall mssr-cli)"
+    return None
 
 
 def _grade(completion, answer, choices) -> float:
@@ -457,19 +481,19 @@ def _letter_set(s: str) -> frozenset[str] | None:
 
 
 class _Worker:
-    """A child Python running ``_serve``: one request line in, one reply line out."""
+    """A child Python running ``_serve(library)``: one request line in, one reply line out."""
 
-    def __init__(self) -> None:
+    def __init__(self, library: str = "math_verify") -> None:
         # Run this file as a script so the child imports neither mssr_cli nor torch.
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__)],
+            [sys.executable, os.path.abspath(__file__), library],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             encoding="utf-8",
         )
         if self._reply(START_TIMEOUT_S) != "ready":
             self.close()
-            raise RuntimeError("math-verify worker did not start")
+            raise RuntimeError(f"{library} worker did not start")
 
     def _reply(self, timeout: float) -> str | None:
         readable, _, _ = select.select([self.proc.stdout], [], [], timeout)
@@ -492,32 +516,38 @@ class _Worker:
                 pipe.close()
 
 
-_idle: list[_Worker] = []
+_idle: dict[str, list[_Worker]] = {}  # library -> its idle children
 _idle_lock = threading.Lock()
+_UNAVAILABLE = {"math_verify": "math-verify unavailable, grading by normalisation only",
+                "mathruler": "mathruler unavailable, every answer graded wrong"}
 
 
-def _math_equal(pred: str, gold: str) -> bool:
+def _math_equal(pred: str, gold: str, library: str = "math_verify") -> bool:
+    """``library``'s verdict on ``pred`` == ``gold`` in a child process: math-verify's ``verify``, or
+    mathruler's ``grade_answer(pred, gold)``; False when the child takes longer than ``TIMEOUT_S``."""
     with _idle_lock:
-        worker = _idle.pop() if _idle else None
+        pool = _idle.setdefault(library, [])
+        worker = pool.pop() if pool else None
     if worker is None or worker.proc.poll() is not None:
         try:
-            worker = _Worker()
+            worker = _Worker(library)
         except Exception as e:
-            warnings.warn(f"math-verify unavailable, grading by normalisation only: {e}", stacklevel=3)
+            warnings.warn(f"{_UNAVAILABLE[library]}: {e}", stacklevel=3)
             return False
     verdict = worker.equal(pred, gold)
     if verdict is None:
         worker.close()  # it may still be computing: never hand it another request
         return False
     with _idle_lock:
-        _idle.append(worker)
+        _idle.setdefault(library, []).append(worker)
     return verdict
 
 
 @atexit.register
 def _close_idle() -> None:
-    while _idle:
-        _idle.pop().close()
+    for pool in _idle.values():
+        while pool:
+            pool.pop().close()
 
 
 def _forget_parent_workers() -> None:
@@ -530,30 +560,52 @@ def _forget_parent_workers() -> None:
 os.register_at_fork(after_in_child=_forget_parent_workers)
 
 
-def _serve() -> None:
-    """Child side: answer ``[pred, gold]`` JSON lines with ``1``/``0`` until stdin closes."""
+def _math_verify_equal():
+    """math-verify's equivalence, ``(pred, gold) -> bool``, both read as the content of a box."""
     import logging
-    import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # no "Timeout during parsing: <junk>" spam
-    replies, sys.stdout = sys.stdout, sys.stderr  # stray prints must not corrupt the protocol
     config = [LatexExtractionConfig(), ExprExtractionConfig()]
+
+    def equal(pred: str, gold: str) -> bool:
+        # Here in the child's main thread math-verify's own alarms work: most runaway
+        # inputs end in 1 s and the child survives; the parent's kill is the backstop.
+        gold_parsed = parse(f"\\boxed{{{gold}}}", config, parsing_timeout=1)
+        pred_parsed = parse(f"\\boxed{{{pred}}}", config, parsing_timeout=1)
+        return bool(gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=1))
+
+    return equal
+
+
+def _mathruler_equal():
+    """mathruler's ``grade_answer(given, ground_truth)``: its sympy step has no time limit of its own."""
+    import logging
+
+    from mathruler.grader import grade_answer
+
+    logging.getLogger("pylatexenc").setLevel(logging.ERROR)  # no "macro '\\frac' failed its substitution" per junk answer
+
+    return lambda pred, gold: bool(grade_answer(pred, gold))
+
+
+def _serve(library: str = "math_verify") -> None:
+    """Child side: answer ``[pred, gold]`` JSON lines with ``1``/``0`` until stdin closes."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    equal = {"math_verify": _math_verify_equal, "mathruler": _mathruler_equal}[library]()
+    replies, sys.stdout = sys.stdout, sys.stderr  # stray prints must not corrupt the protocol
     print("ready", file=replies, flush=True)
     for line in sys.stdin:
         try:
             pred, gold = json.loads(line)
-            # Here in the child's main thread math-verify's own alarms work: most runaway
-            # inputs end in 1 s and the child survives; the parent's kill is the backstop.
-            gold_parsed = parse(f"\\boxed{{{gold}}}", config, parsing_timeout=1)
-            pred_parsed = parse(f"\\boxed{{{pred}}}", config, parsing_timeout=1)
-            ok = bool(gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=1))
+            ok = equal(pred, gold)
         except BaseException:  # includes math-verify's TimeoutException, a BaseException
             ok = False
         print("1" if ok else "0", file=replies, flush=True)
 
 
 if __name__ == "__main__":
-    _serve()
+    _serve(*sys.argv[1:2])

@@ -151,17 +151,20 @@ class ValidationCallback(TrainerCallback):
     ``temperature`` with the rollouts' ``top_p`` (the reference's validation overrides only the temperature)."""
 
     def __init__(self, logger: RunLogger, processor, val_set, eval_every: int, max_steps: int, batch_size: int,
-                 max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, block_image_token: bool = False):
-        self.logger, self.processor, self.val_set = logger, processor, val_set
+                 max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, block_image_token: bool = False,
+                 grader: str = "math_verify"):
+        self.logger, self.processor, self.val_set, self.grader = logger, processor, val_set, grader
         self.eval_every, self.max_steps = eval_every, max_steps
         self.batch_size, self.max_new_tokens, self.temperature = batch_size, max_new_tokens, temperature
         self.top_p, self.block_image_token = top_p, block_image_token
 
     @classmethod
-    def from_config(cls, train, logger: RunLogger, processor, val_set) -> ValidationCallback:
-        """The validation ``train`` (a composed config's ``train`` group) asks for."""
+    def from_config(cls, cfg, logger: RunLogger, processor, val_set) -> ValidationCallback:
+        """The validation a composed config asks for (its ``train`` keys, graded by ``reward.grader``)."""
+        train = cfg.train
         return cls(logger, processor, val_set, train.eval_every, train.max_steps, train.val_batch_size,
-                   train.val_max_new_tokens, train.val_temperature, train.top_p, train.block_image_token)
+                   train.val_max_new_tokens, train.val_temperature, train.top_p, train.block_image_token,
+                   cfg.reward.grader)
 
     def _validate(self, model) -> dict[str, float]:
         from mssr_cli.models.generation import greedy_accuracy
@@ -170,7 +173,7 @@ class ValidationCallback(TrainerCallback):
         # several processes: each answers a shard and all get the same metrics (no rank waits alone)
         result = greedy_accuracy(model, self.processor, self.val_set, self.batch_size, self.max_new_tokens,
                                  temperature=self.temperature, spread=generate_across_processes, top_p=self.top_p,
-                                 block_image_token=self.block_image_token)
+                                 block_image_token=self.block_image_token, grader=self.grader)
         return {"val/accuracy": result["accuracy"], "val/format_rate": result["format_rate"]}
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):

@@ -92,6 +92,7 @@ def describe_plan(cfg) -> list[str]:
         f"  total: {train.max_steps} steps, {train.max_steps * train.rollouts_per_step:,} rollouts, "
         f"{train.max_steps * layout['updates_per_step']} optimizer updates",
     ]
+    lines.append(reward_line(cfg.reward))
     lines += fidelity_lines(cfg, layout)
     if train.use_vllm:
         installed = importlib.util.find_spec("vllm") is not None
@@ -105,6 +106,19 @@ def describe_plan(cfg) -> list[str]:
         lines.append("  generation: transformers generate (train.use_vllm=false)")
     lines += memory_lines(cfg, launcher, processes, micro)
     return lines
+
+
+GRADER_PLAN = {  # reward.grader -> what it grades (validation and the tracker's warm start too)
+    "math_verify": "the last \\boxed{} or <answer> tag, option letters, math-verify equivalence",
+    "mathruler": "the reference's, the last \\boxed{} alone by mathruler's grade_answer",
+}
+
+
+def reward_line(reward) -> str:
+    """The rollout's reward: each function at its weight, and what grades the accuracy one (reward.grader)."""
+    weights = list(reward.weights) if reward.weights is not None else [1.0] * len(reward.functions)
+    terms = " + ".join(f"{w:g} x {f}" for f, w in zip(reward.functions, weights, strict=False))
+    return f"  reward: {terms}; reward.grader={reward.grader}: {GRADER_PLAN.get(reward.grader, '')}"
 
 
 def fidelity_lines(cfg, layout: dict) -> list[str]:

@@ -65,6 +65,7 @@ def _warm_start_tracker(cfg, trainer, processor, train_set, progress, console) -
     outcomes = sample_outcomes(
         trainer.model, processor, train_set, cfg.algo.tracker.warm_start_rollouts, cfg.train.val_batch_size,
         cfg.train.max_completion_length, cfg.train.temperature, cfg.train.top_p, progress, cfg.train.block_image_token,
+        cfg.reward.grader,
     )
     trainer.warm_start_tracker(outcomes)
     mean = sum(sum(o) / len(o) for o in outcomes.values()) / max(len(outcomes), 1)
@@ -156,7 +157,7 @@ def _train_in_folder(cfg, overrides, folder, main, console, warn, threads, start
                            detector=detector, console=console, on_collapse=cfg.train.on_collapse)
         interrupt = InterruptCallback(layout["updates_per_step"])
         callbacks = [
-            ValidationCallback.from_config(cfg.train, logger, processor, val_set),
+            ValidationCallback.from_config(cfg, logger, processor, val_set),
             MetricsCallback(logger),
             ProgressCallback(logger, progress, cfg.train.max_steps),
             interrupt,

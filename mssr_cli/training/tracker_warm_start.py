@@ -11,9 +11,10 @@ from __future__ import annotations
 
 
 def sample_outcomes(model, processor, dataset, rollouts: int, batch_size: int, max_new_tokens: int,
-                    temperature: float, top_p: float, progress=None, block_image_token: bool = False) -> dict:
+                    temperature: float, top_p: float, progress=None, block_image_token: bool = False,
+                    grader: str = "math_verify") -> dict:
     """{prompt id: [0/1 outcome of each of ``rollouts`` sampled completions]} for every row, the same
-    on every process (under several processes, every process must call it)."""
+    on every process (under several processes, every process must call it); ``grader``: reward.grader."""
     from mssr_cli.rewards import accuracy_reward
     from mssr_cli.training.distributed import generate_across_processes, rank_and_world, shard_bounds
     from mssr_cli.models.generation import generate_answers
@@ -33,7 +34,7 @@ def sample_outcomes(model, processor, dataset, rollouts: int, batch_size: int, m
     for _ in range(rollouts):
         completions = generate_across_processes(answer, dataset)  # [rows], in row order, on every process
         for row_id, answer_text, completion in zip(dataset["id"], dataset["answer"], completions, strict=True):
-            outcomes.setdefault(row_id, []).append(int(accuracy_reward(completion, answer_text) > 0.5))
+            outcomes.setdefault(row_id, []).append(int(accuracy_reward(completion, answer_text, grader=grader) > 0.5))
     if task is not None:
         progress.remove_task(task)
     return outcomes
