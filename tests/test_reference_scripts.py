@@ -37,6 +37,9 @@ SINGLE_ROLLOUT = {
     "algo.entropy_coef": 0.0, "algo.cross_modal_kl_coef": 0.0,
     "algo.loss_agg": "micro_token_mean", "algo.vllm_is_correction": False,
     "launcher.num_processes": 8,                                  # trainer.n_gpus_per_node=8
+    "reward.grader": "mathruler",                                 # reward_function: examples/reward_function/math.py
+    "train.block_image_token": True,                              # vLLM rollouts: _get_logit_bias, -100 on the image token
+    "train.skip_nonfinite_updates": True,                         # dp_actor._optimizer_step skips a non-finite norm
 }
 # examples/config.yaml (GRPO): rollout.n 8, rollout_batch_size 256 prompts, global_batch_size 128 prompts,
 # max_grad_norm 1.0, top_p 0.99
