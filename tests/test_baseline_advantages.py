@@ -184,3 +184,35 @@ def test_reinforce_pp_outcome_rewards_give_one_advantage_per_response(lengths, d
         assert torch.allclose(adv[i, :n], adv[i, 0].expand(n))
     first = adv[:, 0]
     assert all((first[i] > first[j]) == (rewards[i] > rewards[j]) for i in range(len(lengths)) for j in range(len(lengths)))
+
+
+# ---- the estimators the seam calls -------------------------------------------------------------
+
+
+def test_rloo_estimator_reports_wasted_groups():
+    from mssr_cli.config.compose import compose
+    from mssr_cli.training.estimators import build_estimator
+
+    est = build_estimator(compose(["algo=rloo", "algo.rollouts_per_prompt=2", "train.rollouts_per_step=4"]).algo)
+    adv, metrics = est.advantages([7, 7, 8, 8], torch.tensor([1.0, 0.0, 1.0, 1.0]))
+    # group 7: 1 - 0 = +1, 0 - 1 = -1; group 8: equal rewards -> 0
+    torch.testing.assert_close(adv, torch.tensor([1.0, -1.0, 0.0, 0.0]))
+    assert metrics == {"collapse/adv_raw_abs_mean": 0.5, "grpo/zero_std_frac": 0.5}
+    assert (est.needs_kl, est.needs_token_mask, est.finish_step(0.1), est.state_dict()) == (False, False, {}, {})
+
+
+def test_reinforce_pp_estimator_puts_the_reward_on_the_last_token_with_the_configured_gamma():
+    from mssr_cli.config.compose import compose
+    from mssr_cli.training.estimators import build_estimator
+
+    est = build_estimator(compose(["algo=reinforce_pp", "algo.gamma=0.5"]).algo)
+    assert (est.gamma, est.needs_kl, est.needs_token_mask) == (0.5, False, True)
+    rewards = torch.tensor([1.0, 0.0, 1.0])
+    adv, metrics = est.advantages([0, 1, 2], rewards, MASK)
+    tokens = outcome_token_rewards(rewards, MASK)
+    torch.testing.assert_close(adv, reinforce_pp_advantages(tokens, MASK, gamma=0.5))
+    # returns before whitening: row 0 (0.25, 0.5, 1), row 1 (0, 0): mean |R| over the 5 tokens = 1.75 / 5
+    assert metrics == {"collapse/adv_raw_abs_mean": pytest.approx(0.35)}
+    assert adv[0, 0] < adv[0, 1] < adv[0, 2]  # gamma < 1: earlier tokens get less of the outcome
+    with pytest.raises(ValueError, match="response mask"):
+        est.advantages([0], torch.tensor([1.0]))
