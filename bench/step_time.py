@@ -1,4 +1,4 @@
-"""Step time of GRPO, MVSR and MSSR on the embedded default at equal rollouts per step, side by side.
+"""Step time of the algorithms on the embedded default at equal rollouts per step, side by side.
 
 Each round runs one short training of every algorithm, one after the other (GRPO, MVSR, MSSR,
 then the next round in reverse order), so machine noise and position in the round hit all alike. Validation, checkpoints, W&B and the tracker
@@ -7,7 +7,10 @@ with shaping, the update). The first step of each run is dropped (warm-up). Prin
 step time of each algorithm and the ratios to GRPO. Goal: MSSR/GRPO and MVSR/GRPO <= 1.00
 (the paper's own implementation pays 1.13-1.15).
 
-    .venv/bin/python bench/step_time.py [--rounds 3] [--steps 12] [--tracker-kl] [--before DIR]
+    .venv/bin/python bench/step_time.py [--rounds 3] [--steps 12] [--algos grpo,mvsr,mssr] [--tracker-kl] [--before DIR]
+
+--algos times other algorithms of conf/algo/ (e.g. grpo,rloo,reinforce_pp,mssr: the reference code's baselines);
+GRPO and MSSR, the ratios' references, are always timed.
 
 --tracker-kl adds what the value tracker's KL costs: MSSR with several optimizer updates per step
 (mini-batch 32 of 128: the KL comes from TRL's generation-time log-probs), and MSSR with
@@ -57,10 +60,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--algos", default=",".join(ALGOS), help="algorithms to time, comma-separated (grpo and mssr always)")
     parser.add_argument("--tracker-kl", action="store_true", help="also time the tracker-KL variants")
     parser.add_argument("--before", default=None, help="another source tree: also time its MSSR (mssr@before)")
     opts = parser.parse_args()
-    variants = [*ALGOS, *(TRACKER_KL if opts.tracker_kl else []), *(["mssr@before"] if opts.before else [])]
+    algos = list(dict.fromkeys(["grpo", *opts.algos.split(","), "mssr"]))  # the ratios' references first and last
+    variants = [*algos, *(TRACKER_KL if opts.tracker_kl else []), *(["mssr@before"] if opts.before else [])]
     before = str(Path(opts.before).resolve()) if opts.before else None
     times: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,18 +26,23 @@ def test_defaults_are_the_embedded_default():
     assert cfg.model.name_or_path is None
 
 
-@pytest.mark.parametrize("algo", ["grpo", "mvsr", "mssr"])
+# algo -> (rollouts per prompt, estimator, max grad norm) on the embedded default
+ALGO_BASICS = {"grpo": (8, "grpo", 1.0), "mvsr": (1, "single_rollout", 0.5), "mssr": (1, "single_rollout", 0.5),
+               "rloo": (8, "rloo", 1.0), "reinforce_pp": (1, "reinforce_pp", 1.0)}
+
+
+@pytest.mark.parametrize("algo", sorted(ALGO_BASICS))
 def test_algorithms_use_equal_rollouts_and_the_paper_settings(algo):
+    assert set(group_options("algo")) == set(ALGO_BASICS)
     cfg = compose([f"algo={algo}"])
     layout = steps_layout(cfg)
     g = cfg.algo.rollouts_per_prompt
     assert layout["prompts_per_step"] * g == cfg.train.rollouts_per_step == 128  # equal rollouts per step
     assert (cfg.algo.clip_low, cfg.algo.clip_high, cfg.algo.dual_clip, cfg.algo.kl_coef) == (0.2, 0.3, 3.0, 0.05)
     assert cfg.algo.loss_agg == "token_mean" and cfg.algo.entropy_coef == 0.0
-    if algo == "grpo":
-        assert (g, cfg.algo.estimator, cfg.train.max_grad_norm) == (8, "grpo", 1.0)
-    else:
-        assert (g, cfg.algo.estimator, cfg.train.max_grad_norm) == (1, "single_rollout", 0.5)
+    assert (g, cfg.algo.estimator, cfg.train.max_grad_norm) == ALGO_BASICS[algo]
+    assert cfg.algo.gamma == 1.0
+    if cfg.algo.estimator == "single_rollout":
         t = cfg.algo.tracker
         assert (t.rho_min, t.rho_max, t.target_kl, t.kl_window, t.schedule, t.warm_start_rollouts) == (
             0.875, 0.96, 0.01, 20, "paper", 1)
@@ -58,6 +63,8 @@ ABLATION_EFFECT = {  # variant -> (dotted key, value it must set)
     "sampled_entropy": ("algo.shaping.entropy", "sampled"),
     "monotone_schedule": ("algo.tracker.schedule", "monotone"),
     "grpo": ("algo.name", "grpo"),
+    "rloo": ("algo.name", "rloo"),
+    "reinforce_pp": ("algo.name", "reinforce_pp"),
     "reference_code": ("algo.tracker.kl_window", 10),
 }
 
@@ -72,7 +79,8 @@ def test_every_ablation_variant_changes_what_it_says():
         assert OmegaConf.select(cfg, dotted) == value != OmegaConf.select(base, dotted), variant
         assert cfg.train.rollouts_per_step == base.train.rollouts_per_step  # equal rollouts per step
     # the reference's ablations are MVSR-based (shaping off); the mssr_* versions keep the base's shaping
-    shaped_off = {"entropy_loss", "cross_modal_kl", "no_shaping", "grpo", "no_clip_high", "per_prompt_rho"}
+    shaped_off = {"entropy_loss", "cross_modal_kl", "no_shaping", "grpo", "no_clip_high", "per_prompt_rho", "rloo",
+                  "reinforce_pp"}
     for variant in ABLATION_EFFECT:
         assert compose([f"ablation={variant}"]).algo.shaping.enabled == (variant not in shaped_off), variant
 
@@ -104,12 +112,14 @@ def test_overrides_reach_the_config():
         (["no_such_top=1"], ["no_such_top", "seed"]),
         (["train.max_steps=abc"], ["train.max_steps"]),
         (["algo=grpo", "algo.rollouts_per_prompt=1"], ["algo.rollouts_per_prompt"]),
+        (["algo=rloo", "algo.rollouts_per_prompt=1"], ["algo.rollouts_per_prompt", "RLOO"]),
+        (["algo=reinforce_pp", "algo.gamma=1.5"], ["algo.gamma"]),
         (["algo.shaping.kappa=0"], ["algo.shaping.kappa"]),
         (["algo.shaping.kappa=-1"], ["algo.shaping.kappa"]),
         (["algo.shaping.entropy=approx"], ["algo.shaping.entropy", "full", "sampled"]),
         (["algo.tracker.schedule=cosine"], ["algo.tracker.schedule", "paper", "monotone", "per_prompt"]),
         (["algo.tracker.rho_min=0.99"], ["algo.tracker.rho_min"]),
-        (["algo.estimator=ppo"], ["algo.estimator", "grpo", "single_rollout"]),
+        (["algo.estimator=ppo"], ["algo.estimator", "grpo", "single_rollout", "rloo", "reinforce_pp"]),
         (["algo.tracker.no_such=1"], ["algo.tracker.no_such", "rho_min"]),
         (["algo=grpo", "train.rollouts_per_step=30"], ["train.rollouts_per_step", "algo.rollouts_per_prompt"]),
         (["train.minibatch_size=24"], ["train.minibatch_size"]),

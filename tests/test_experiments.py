@@ -33,6 +33,16 @@ def test_base_overrides_reach_every_variant_but_grpo_keeps_its_algorithm():
     assert {c.train.lr for c in cfgs.values()} == {5e-4}
 
 
+def test_the_reference_codes_baselines_are_variants_that_keep_their_algorithm():
+    runs, base = plan(["algo=mvsr", "train.lr=5e-4"], ["rloo", "reinforce_pp"], seeds=1)
+    cfgs = {r.name: compose(r.overrides) for r in runs}
+    assert [r.name for r in runs] == ["mvsr__s0", "rloo__s0", "reinforce_pp__s0"] and base == "mvsr"
+    assert (cfgs["rloo__s0"].algo.estimator, cfgs["rloo__s0"].algo.rollouts_per_prompt) == ("rloo", 8)
+    assert (cfgs["reinforce_pp__s0"].algo.estimator, cfgs["reinforce_pp__s0"].algo.rollouts_per_prompt) == ("reinforce_pp", 1)
+    assert {c.train.rollouts_per_step for c in cfgs.values()} == {128}  # equal rollouts per step
+    assert {c.train.lr for c in cfgs.values()} == {5e-4}
+
+
 @pytest.mark.parametrize("bad,words", [(["nope"], ["nope", "no_shaping", "cross_modal_kl"]), ([], [])])
 def test_unknown_variants_and_bad_seeds_are_refused(bad, words):
     with pytest.raises(ConfigError) as err:

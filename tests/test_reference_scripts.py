@@ -49,6 +49,13 @@ for key in ("algo.tracker.warm_start", "algo.tracker.warm_start_rollouts", "algo
             "algo.tracker.rho_max", "algo.tracker.target_kl", "algo.tracker.v_init", "algo.tracker.d_half",
             "algo.tracker.schedule", "algo.normalize"):
     del GROUP[key]  # no value tracker in GRPO
+# examples/config.yaml with algorithm.adv_estimator=rloo (3b_rloo.sh, rloo.sh): GRPO's settings, RLOO's advantage
+LEAVE_ONE_OUT = {**GROUP, "algo.estimator": "rloo"}
+del LEAVE_ONE_OUT["algo.grpo_eps"]  # no group std in RLOO
+# examples/config.yaml with rollout.n=1, adv_estimator=reinforce_plus_plus (gamma 1.0) and 2048 prompts per step
+# (3b_reinforce.sh; reinforce.sh: 1024 prompts, vLLM at 50% of the GPU)
+REINFORCE_PP = {**LEAVE_ONE_OUT, "algo.estimator": "reinforce_pp", "algo.rollouts_per_prompt": 1,
+                "train.minibatch_size": 128, "algo.gamma": 1.0}
 QWEN_7B, QWEN_3B = "Qwen/Qwen2.5-VL-7B-Instruct", "Qwen/Qwen2.5-VL-3B-Instruct"
 
 # script -> (the mssr overrides the README names for it, the settings that script trains with)
@@ -73,6 +80,13 @@ SCRIPTS = {
     "3b_mvsr.sh": (["experiment=paper_3b", "algo=mvsr"], {**SINGLE_ROLLOUT, "model.name_or_path": QWEN_3B}),
     "3b_grpo.sh": (["experiment=paper_3b", "algo=grpo"], {**GROUP, "model.name_or_path": QWEN_3B}),
     "grpo.sh": (["experiment=paper_7b", "algo=grpo"], {**GROUP, "model.name_or_path": QWEN_7B}),
+    "3b_rloo.sh": (["experiment=paper_3b", "algo=rloo"], {**LEAVE_ONE_OUT, "model.name_or_path": QWEN_3B}),
+    "rloo.sh": (["experiment=paper_7b", "algo=rloo"], {**LEAVE_ONE_OUT, "model.name_or_path": QWEN_7B}),
+    "3b_reinforce.sh": (["experiment=paper_3b", "algo=reinforce_pp"], {**REINFORCE_PP, "model.name_or_path": QWEN_3B}),
+    "reinforce.sh": (["experiment=paper_7b", "algo=reinforce_pp", "train.rollouts_per_step=1024",
+                      "train.vllm_gpu_memory_utilization=0.5"],
+                     {**REINFORCE_PP, "model.name_or_path": QWEN_7B, "train.rollouts_per_step": 1024,
+                      "train.vllm_gpu_memory_utilization": 0.5}),
 }
 # Documented in the README's Fidelity section, so not in the table: the tracker's KL window (the reference
 # hard-codes 10 whatever mvsr_kl_window_size says), the entropy in MSSR's shaping (the paper's full entropy

@@ -43,9 +43,9 @@ class Recorder:
         update, loss, gen = BetaValueTracker.update, RLTrainer._compute_loss, RLTrainer._generate_and_score_completions
         shaped = RLTrainer._shaped_advantages
 
-        def _advantages(self, ids, rewards):
+        def _advantages(self, ids, rewards, mask=None):
             before = copy.deepcopy(self.tracker)
-            out = advantages(self, ids, rewards)
+            out = advantages(self, ids, rewards, mask)
             rec.steps.append({"ids": list(ids), "rewards": rewards.clone(), "values": before.values(ids), "adv": out[0]})
             return out
 

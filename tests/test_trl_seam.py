@@ -125,3 +125,16 @@ def test_single_rollout_config_gets_one_generation(tmp_path):
     assert (args.num_generations, args.generation_batch_size) == (1, 15)
     args = grpo_args(compose(["algo=grpo"]), str(tmp_path))
     assert (args.num_generations, args.generation_batch_size) == (8, 128)
+
+
+def test_per_token_advantages_travel_with_their_rows():
+    """REINFORCE++'s (B, T) advantages go through TRL's shuffle and split into micro-batches as they are: each row
+    must stay with its rollout (the seam's 'mssr_row') and keep its tokens."""
+    import torch
+    from trl.trainer.utils import shuffle_sequence_dict, split_tensor_dict
+
+    rows = torch.arange(6)
+    batch = {"mssr_row": rows, "advantages": rows[:, None] * 10.0 + torch.arange(4)}  # [6], [6, 4]
+    for part in split_tensor_dict(shuffle_sequence_dict(batch), 3):
+        assert part["advantages"].shape == (2, 4)
+        torch.testing.assert_close(part["advantages"], part["mssr_row"][:, None] * 10.0 + torch.arange(4))

@@ -1,10 +1,14 @@
-"""Pure tensor math of the three algorithms (GRPO, MVSR, MSSR); no TRL or transformers import.
+"""Pure tensor math of the algorithms (GRPO, MVSR, MSSR; the baselines RLOO, REINFORCE++); no TRL or transformers import.
 
 See ALGORITHMS.md for the equations; each lives in exactly one function here.
 """
 
 from mssr_cli.algos.advantages import (
+    discounted_returns,
     grpo_advantages,
+    outcome_token_rewards,
+    reinforce_pp_advantages,
+    rloo_advantages,
     single_rollout_advantages,
     zero_std_group_fraction,
 )
@@ -19,9 +23,13 @@ from mssr_cli.algos.value_tracker import SCHEDULES, BetaValueTracker
 __all__ = [
     "SCHEDULES",
     "BetaValueTracker",
+    "discounted_returns",
     "entropy_shaping_term",
     "grpo_advantages",
     "k3_per_token",
+    "outcome_token_rewards",
+    "reinforce_pp_advantages",
+    "rloo_advantages",
     "rollout_kl",
     "sampled_token_entropy",
     "shaping_cap_fraction",

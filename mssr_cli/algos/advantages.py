@@ -1,18 +1,30 @@
-"""Advantage estimators: GRPO's group baseline and the single-rollout (MVSR/MSSR) baseline.
+"""Advantage estimators: GRPO's group baseline, the single-rollout (MVSR/MSSR) baseline, and the
+reference code's own baselines RLOO and REINFORCE++.
 
 Pure tensor functions, no TRL import. Equations are those of ALGORITHMS.md; the GRPO one
 mirrors TRL 1.16's ``GRPOTrainer._generate_and_score_completions`` (``scale_rewards="group"``,
-``multi_objective_aggregation="sum_then_normalize"``) operation for operation.
+``multi_objective_aggregation="sum_then_normalize"``) operation for operation; RLOO and
+REINFORCE++ follow the reference code (ruiiu/MSSR ``verl/trainer/core_algos.py``, read, not copied).
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["grpo_advantages", "single_rollout_advantages", "zero_std_group_fraction"]
+__all__ = [
+    "discounted_returns",
+    "grpo_advantages",
+    "outcome_token_rewards",
+    "reinforce_pp_advantages",
+    "rloo_advantages",
+    "single_rollout_advantages",
+    "zero_std_group_fraction",
+]
 
 # TRL hard-codes this epsilon in the group normalisation; keep the default identical.
 GRPO_EPS = 1e-4
+# The reference's masked_whiten: added to the token count in its masked means and under the rsqrt.
+WHITEN_EPS = 1e-8
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:
@@ -155,3 +167,125 @@ def single_rollout_advantages(
     mean = a.mean()  # []
     var = a.var(unbiased=False)  # [], population variance
     return (a - mean) * torch.rsqrt(torch.clamp(var, min=eps))  # [B]
+
+
+def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """RLOO: leave-one-out group baseline (Ahmadian et al. 2024, arXiv 2402.14740, eq. 4).
+
+        A_i = r_i - (sum_{j in group(i), j != i} r_j) / (G - 1)
+
+    Groups are consecutive blocks of ``group_size`` rollouts (prompt-major, as ``grpo_advantages``).
+    No normalisation, as the reference code. Equivalently A_i = G / (G - 1) * (r_i - mean_group(r)),
+    so a group whose rewards are all equal gets advantage 0.
+
+    A group of one has no other rollout to form a baseline: the reference asserts
+    ``rollout.n > 1`` ("RLOO needs rollout.n > 1.") and so does this function (ValueError).
+
+    Args:
+        rewards: [B] scalar reward per rollout, B = num_prompts * group_size.
+        group_size: G >= 2, rollouts per prompt.
+
+    Returns:
+        [B] float advantages, one per rollout (the same for every token of a response).
+
+    Raises:
+        ValueError: rewards not 1-D, B not divisible by ``group_size``, or ``group_size < 2``.
+    """
+    r = _as_float(rewards)  # [B]
+    _check_groups(r, group_size)
+    if group_size < 2:
+        raise ValueError(f"group_size={group_size}: RLOO needs at least 2 rollouts per prompt (the reference asserts it)")
+    grouped = r.view(-1, group_size)  # [B/G, G]
+    others = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)  # [B/G, G], mean of the other G - 1
+    return (grouped - others).reshape(-1)  # [B]
+
+
+def _check_tokens(token_values: torch.Tensor, mask: torch.Tensor) -> None:
+    if token_values.dim() != 2 or token_values.shape != mask.shape:
+        raise ValueError(
+            f"token values and mask must both be [B, T]; got {tuple(token_values.shape)} and {tuple(mask.shape)}"
+        )
+
+
+def outcome_token_rewards(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Outcome reward placed on each response's last valid token, 0 elsewhere (the reference's reward
+    tensor: ``reward[i, length_i - 1] = score_i``; for a contiguous mask the last valid token is that one).
+
+    Args:
+        rewards: [B] scalar reward per rollout.
+        mask: [B, T] 1 on response tokens; a fully masked row gets no reward anywhere.
+
+    Returns:
+        [B, T] float token rewards.
+    """
+    r = _as_float(rewards)  # [B]
+    m = torch.as_tensor(mask).to(device=r.device) != 0  # [B, T]
+    if r.dim() != 1 or m.dim() != 2 or m.size(0) != r.numel():
+        raise ValueError(f"rewards must be [B] and mask [B, T]; got {tuple(r.shape)} and {tuple(m.shape)}")
+    out = torch.zeros(m.shape, dtype=r.dtype, device=r.device)  # [B, T]
+    if m.size(1) == 0:
+        return out
+    positions = torch.arange(m.size(1), device=r.device).expand_as(m)  # [B, T]
+    last = torch.where(m, positions, -1).max(dim=1).values  # [B], -1: no response token
+    rows = torch.nonzero(last >= 0).squeeze(1)  # [B'] rows with at least one response token
+    out[rows, last[rows]] = r[rows]
+    return out
+
+
+def discounted_returns(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """Per-token discounted returns, computed backwards and reset after each response's end.
+
+        R_t = r_t + gamma * m_{t+1} * R_{t+1},   R_T = 0
+
+    The factor m_{t+1} is the reference's reset ("running_return *= mask[:, t]" after step t): nothing
+    from a masked position (padding after the end) reaches the tokens before it.
+
+    Args:
+        token_rewards: [B, T] reward per token.
+        mask: [B, T] 1 on response tokens.
+        gamma: discount factor (the reference: 1.0).
+
+    Returns:
+        [B, T] returns; at masked positions the value the recursion gives there (callers mask it).
+    """
+    r = _as_float(token_rewards)  # [B, T]
+    m = torch.as_tensor(mask).to(device=r.device, dtype=r.dtype)  # [B, T]
+    _check_tokens(r, m)
+    returns = torch.zeros_like(r)  # [B, T]
+    running = r.new_zeros(r.size(0))  # [B]
+    for t in reversed(range(r.size(1))):
+        running = r[:, t] + gamma * running  # [B]
+        returns[:, t] = running
+        running = running * m[:, t]  # reset: the token before a masked one starts afresh
+    return returns
+
+
+def reinforce_pp_advantages(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """REINFORCE++ (Hu 2025, arXiv 2501.03262): discounted token returns whitened over the whole batch.
+
+        R_t = r_t + gamma * m_{t+1} * R_{t+1}                          (``discounted_returns``)
+        mu  = sum(m R) / (sum(m) + 1e-8)
+        var = sum(m (R - mu)^2) / (sum(m) + 1e-8) * n / (n - 1),   n = sum(m)   (unbiased; n <= 1: no correction)
+        A_t = (R_t - mu) / sqrt(var + 1e-8) * m_t
+
+    Mean and variance run over every valid token of the batch, so a long response weighs more;
+    the epsilons are the reference's ``masked_whiten``. With outcome rewards on the last token
+    (``outcome_token_rewards``) and gamma = 1, A_t is constant over a response's tokens.
+    A batch whose returns are all equal gets advantage 0; a fully masked batch gets zeros.
+
+    Args:
+        token_rewards: [B, T] reward per token.
+        mask: [B, T] 1 on response tokens (bool, int or float).
+        gamma: discount factor (the reference: 1.0).
+
+    Returns:
+        [B, T] float advantages, 0 where ``mask`` is 0.
+    """
+    returns = discounted_returns(token_rewards, mask, gamma)  # [B, T]
+    m = torch.as_tensor(mask).to(device=returns.device, dtype=returns.dtype)  # [B, T]
+    n = m.sum()  # [], valid tokens of the batch
+    mean = (returns * m).sum() / (n + WHITEN_EPS)  # []
+    var = ((returns - mean) ** 2 * m).sum() / (n + WHITEN_EPS)  # [], biased
+    if n > 1:
+        var = var * n / (n - 1)  # [], Bessel over tokens, as the reference's masked_var
+    return (returns - mean) * torch.rsqrt(var + WHITEN_EPS) * m  # [B, T]

@@ -198,15 +198,20 @@ def check_ranges(cfg, keys: list[str] | None = None) -> None:
             raise ConfigError(problem)
 
 
+# estimators whose baseline comes from a prompt's other rollouts -> why they need G >= 2
+GROUP_ESTIMATORS = {"grpo": "GRPO normalises within a group",
+                    "rloo": "RLOO's baseline is the mean of a prompt's other rollouts"}
+
+
 def validate(cfg) -> None:
     """Every key's declared range (``check_ranges``), then the checks that span several keys; run
     before anything heavy loads."""
     check_ranges(cfg)
     algo, train = cfg.algo, cfg.train
     g = algo.rollouts_per_prompt
-    if algo.estimator == "grpo" and g < 2:
+    if algo.estimator in GROUP_ESTIMATORS and g < 2:
         raise ConfigError(
-            f"algo.rollouts_per_prompt={g}: GRPO normalises within a group and needs at least 2 rollouts per prompt"
+            f"algo.rollouts_per_prompt={g}: {GROUP_ESTIMATORS[algo.estimator]} and needs at least 2 rollouts per prompt"
         )
     tracker = algo.tracker
     if tracker.rho_min > tracker.rho_max:

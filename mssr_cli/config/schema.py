@@ -15,7 +15,7 @@ from mssr_cli.config.paths import group_options
 
 # Names the trainer's registries accept (kept here, torch-free, so validation stays instant;
 # tests check they match mssr_cli.training.estimators and mssr_cli.algos.value_tracker).
-ESTIMATOR_NAMES = ("grpo", "single_rollout")
+ESTIMATOR_NAMES = ("grpo", "single_rollout", "rloo", "reinforce_pp")
 SCHEDULE_NAMES = ("paper", "monotone", "per_prompt")
 GRADER_NAMES = ("math_verify", "mathruler")  # mssr_cli.rewards.grader.GRADERS
 LOSS_AGG_NAMES = ("token_mean", "micro_token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
@@ -99,9 +99,10 @@ class ShapingConfig:
 
 @dataclass
 class AlgoConfig:
-    name: str = key("mssr", "algorithm: grpo (group baseline) | mvsr (single rollout, Beta baseline) | mssr (mvsr + entropy shaping)", choices=lambda: group_options("algo"))
-    estimator: str = key("single_rollout", "advantage estimator: grpo (group mean/std) | single_rollout (per-prompt Beta tracker, batch-normalised)", choices=ESTIMATOR_NAMES)
-    rollouts_per_prompt: int = key(1, "G: rollouts sampled per prompt (GRPO needs G >= 2; single_rollout uses 1)", ge=1)
+    name: str = key("mssr", "algorithm: grpo (group baseline) | mvsr (single rollout, Beta baseline) | mssr (mvsr + entropy shaping) | rloo (leave-one-out group baseline) | reinforce_pp (REINFORCE++: batch-whitened token returns)", choices=lambda: group_options("algo"))
+    estimator: str = key("single_rollout", "advantage estimator: grpo (group mean/std) | single_rollout (per-prompt Beta tracker, batch-normalised) | rloo (r - mean of the group's other rewards) | reinforce_pp (discounted token returns, whitened over the batch's tokens)", choices=ESTIMATOR_NAMES)
+    rollouts_per_prompt: int = key(1, "G: rollouts sampled per prompt (GRPO and RLOO need G >= 2; single_rollout uses 1)", ge=1)
+    gamma: float = key(1.0, "reinforce_pp: discount of the token returns R_t = r_t + gamma R_{t+1} (the reference: 1.0)", ge=0, le=1)
     normalize: bool = key(True, "single_rollout: normalise r - v over the batch to zero mean, unit variance")
     zero_signal_guard: bool = key(False, "single_rollout: zero the advantages when every reward in the batch is equal")
     tracker: TrackerConfig = field(default_factory=TrackerConfig, metadata={"help": "per-prompt Beta value tracker"})

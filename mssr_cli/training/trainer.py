@@ -7,8 +7,9 @@ one TRL method (``tests/test_trl_seam.py`` fails loudly if one of them changes u
 - ``_calculate_rewards``: keep the gathered rewards of the whole batch (every process) and the
   stable prompt ids beside them, in the same order.
 - ``_generate_and_score_completions``: replace TRL's advantages with the configured estimator's
-  (for every algorithm, GRPO included); tag each rollout with its global row so that per-rollout
-  statistics survive TRL's shuffle and split into micro-batches.
+  (for every algorithm, GRPO included): one per rollout, or one per token (B, T) for an estimator
+  that works on tokens (REINFORCE++), which TRL's loss accepts as they are; tag each rollout with its
+  global row so that per-rollout statistics survive TRL's shuffle and split into micro-batches.
 - ``_get_per_token_logps_and_entropies`` (only when called from the loss): TRL has just computed
   each token's log-prob and entropy for the loss; add MSSR's shaping term to the advantages
   there, turning them into the (B, T) advantages the loss then reads, with no extra forward pass.
@@ -190,13 +191,17 @@ class RLTrainer(GRPOTrainer):
             return output
         weights = self.reward_weights.to(self._batch_rewards_per_func.device)
         rewards = (self._batch_rewards_per_func * weights.unsqueeze(0)).nansum(dim=1).float().cpu()  # [N]
-        advantages, metrics = self.estimator.advantages(self._batch_ids, rewards)  # [N]
+        mask = self._gathered_response_mask(output) if self.estimator.needs_token_mask else None  # [N, T_max]
+        advantages, metrics = self.estimator.advantages(self._batch_ids, rewards, mask)  # [N] or [N, T_max]
         local = output["prompt_ids"].size(0)
         start = self.accelerator.process_index * local  # TRL's own process slice
         self.last_step = {"ids": list(self._batch_ids), "rewards": rewards, "advantages": advantages,
                           "trl_advantages": output["advantages"].detach().cpu().clone()}
         device = output["advantages"].device
-        output["advantages"] = advantages[start : start + local].to(device)  # [B]
+        advantages = advantages[start : start + local]  # [B] or [B, T_max]
+        if advantages.dim() == 2:  # per token: this process's completions are padded to its own longest
+            advantages = advantages[:, : output["completion_ids"].size(1)]  # [B, T]
+        output["advantages"] = advantages.to(device)
         output["mssr_row"] = torch.arange(start, start + local, device=device)  # [B], survives shuffling
         self._reset_step()
         for name, value in metrics.items():
@@ -206,9 +211,16 @@ class RLTrainer(GRPOTrainer):
         generated = self.accelerator.gather(output["completion_mask"].sum().reshape(1)).sum().item()
         self.completion_tokens += int(generated)
         self._metrics["train"]["train/tokens"] = [float(self.completion_tokens)]
-        self._keep_samples(inputs, output, rewards[start : start + local], advantages[start : start + local], start)
+        self._keep_samples(inputs, output, rewards[start : start + local], advantages, start)
         self._start_tracker_step(output)
         return output
+
+    def _gathered_response_mask(self, batch: dict) -> torch.Tensor:
+        """[N, T_max] the response mask of every rollout of the step (every process, batch order, each padded
+        to the longest completion of any process), for estimators that work on tokens."""
+        mask = self._response_mask(batch).to(torch.int32)  # [B, T]
+        mask = self.accelerator.pad_across_processes(mask, dim=1, pad_index=0)  # [B, T_max]
+        return self.accelerator.gather(mask).cpu()  # [N, T_max]
 
     def _keep_samples(self, inputs: list[dict], output: dict, rewards: torch.Tensor, advantages: torch.Tensor,
                       start: int) -> None:
@@ -218,6 +230,9 @@ class RLTrainer(GRPOTrainer):
         if not self.sample_count or not self.accelerator.is_main_process:
             return
         ids, mask = output["completion_ids"], output["completion_mask"]  # [B, T]
+        if advantages.dim() == 2:  # per token: a sample shows its response's token mean
+            valid = self._response_mask(output).to(advantages)  # [B, T]
+            advantages = (advantages * valid).sum(1) / valid.sum(1).clamp(min=1)  # [B]
         for i in range(min(self.sample_count, ids.size(0))):
             tokens = ids[i][mask[i].bool()].tolist()
             self._samples[start + i] = {
