@@ -75,6 +75,9 @@ GPU_WHEELS = {
     # the reward's equivalence check (math-verify's worker process)
     "math-verify": "0.9.0",
     "latex2sympy2-extended": "1.11.0",
+    # the paper recipes' grader (reward.grader=mathruler) and what it imports without declaring it
+    "mathruler": "0.1.0",
+    "pylatexenc": "2.11",
     # mssr eval (lm-eval's tasks) and lm-eval's own requirements
     "lm-eval": "0.4.13",
     "evaluate": "0.4.6",
