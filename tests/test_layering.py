@@ -28,13 +28,29 @@ FORBIDDEN = {  # package (or root module) -> packages it must not import
 }
 
 
-def imported_modules(path: Path) -> list[tuple[int, str]]:
+def _package_of(path: Path, root: Path) -> list[str]:
+    """The dotted package a module file lives in, as parts: mssr_cli/reporting/x.py -> [mssr_cli, reporting]."""
+    parts = list(path.resolve().relative_to(root.resolve()).with_suffix("").parts)
+    return parts if path.name == "__init__.py" and parts.pop() == "__init__" else parts[:-1]
+
+
+def imported_modules(path: Path, root: Path = PACKAGE.parent) -> list[tuple[int, str]]:
+    """(line, absolute module) of every import in the file, relative ones resolved against its package:
+    `from ..training import x` in mssr_cli/reporting/ is mssr_cli.training; `from .. import training`,
+    mssr_cli.training too (each name may be a module)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
             found.append((node.lineno, node.module))
+        elif isinstance(node, ast.ImportFrom):
+            package = _package_of(path, root)
+            base = ".".join(package[: len(package) - node.level + 1])
+            if node.module:
+                found.append((node.lineno, f"{base}.{node.module}"))
+            else:
+                found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
     return found
 
 
@@ -58,3 +74,21 @@ def test_the_check_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "m.py"
     source.write_text("def f():\n    from mssr_cli.training.distributed import x\n")
     assert imported_modules(source) == [(2, "mssr_cli.training.distributed")]
+
+
+@pytest.mark.parametrize("statement,module", [
+    ("from ..training import runner", "mssr_cli.training"),
+    ("from .. import training", "mssr_cli.training"),
+    ("from ..training.distributed import x", "mssr_cli.training.distributed"),
+    ("from .compare import run_compare", "mssr_cli.reporting.compare"),
+])
+def test_the_check_resolves_relative_imports(statement, module, tmp_path):
+    """A relative import inside a reporting function is resolved against its package, and the reporting rule
+    catches it (a module file at mssr_cli/reporting/ under a scratch root)."""
+    probe = tmp_path / "mssr_cli" / "reporting" / "probe.py"
+    probe.parent.mkdir(parents=True)
+    probe.write_text(f"def f():\n    {statement}\n")
+    found = imported_modules(probe, root=tmp_path)
+    bad = [m for _, m in found if m.startswith(FORBIDDEN["reporting"])]
+    assert [m for _, m in found] == [module], found
+    assert bool(bad) == module.startswith("mssr_cli.training"), (statement, found)

@@ -12,6 +12,7 @@ import io
 import json
 
 import pytest
+import torch
 from PIL import Image
 
 from mssr_cli.config.compose import compose
@@ -142,7 +143,16 @@ def test_train_end_to_end_on_two_image_rows(tmp_path, tiny_policy_path, monkeypa
         seen.append((list(inputs["num_images"]), inputs["image_grid_thw"].shape[0], pads))
         return loss(self, model, inputs)
 
+    blanked = []  # the cross-modal KL's pass: (the rows' pixel_values, what replaced them, their grids)
+    blank = RLTrainer._blank_pixel_values
+
+    def recording_blank(self, like):
+        out = blank(self, like)
+        blanked.append((like.detach().clone(), out.detach().clone()))
+        return out
+
     monkeypatch.setattr(RLTrainer, "_compute_loss", recording_loss)
+    monkeypatch.setattr(RLTrainer, "_blank_pixel_values", recording_blank)
     train, val = write_pairs(tmp_path / "train.parquet", 8), write_pairs(tmp_path / "val.parquet", 3, start=40)
     run = tmp_path / "run"
     result = CliRunner().invoke(app, [
@@ -158,7 +168,14 @@ def test_train_end_to_end_on_two_image_rows(tmp_path, tiny_policy_path, monkeypa
     assert "all 8 training prompts fit" in result.output  # the length filter ran on two-image prompts
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines if "val/accuracy" in m] == [0, 2]  # validation generates from both images
-    assert all(m["collapse/cross_modal_kl"] >= 0 for m in lines[1:])  # the blank-image pass blanks both images
+    # the blank-image pass blanks both images of every row: every patch row of both (all 8 grids) is replaced by the
+    # one row of a black image
+    assert len(blanked) == 2
+    for original, replaced in blanked:
+        assert replaced.shape == original.shape  # the patches of both images, not the first one's only
+        assert torch.equal(replaced, replaced[:1].expand_as(replaced))
+        assert not torch.equal(original, replaced)
+    assert all(m["collapse/cross_modal_kl"] > 0 for m in lines[1:])  # blanking the images changed the policy
     assert len((run / "samples.jsonl").read_text().splitlines()) == 4
 
 

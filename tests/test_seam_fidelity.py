@@ -191,6 +191,24 @@ def test_sampled_entropy_branch_shapes_with_the_rollout_policys_sampled_token(tm
         torch.testing.assert_close(call["result"], expected, atol=1e-6, rtol=0)
 
 
+def test_sampled_entropy_with_several_updates_reads_the_rollout_policys_log_probs(tmp_path_factory, tiny_policy_path):
+    """Two optimizer updates per step: from the second one on, the policy being trained is no longer the rollout
+    policy, and the sampled-token entropy must come from TRL's generation-time log-probs (old_per_token_logps)."""
+    rec = record_run(tmp_path_factory, ["algo=mssr", "algo.shaping.entropy=sampled", "algo.shaping.alpha=0.7",
+                                        "algo.shaping.kappa=1.5", "algo.tracker.warm_start=false",
+                                        "train.minibatch_size=8", "train.micro_batch_size=4", "train.lr=1e-2", *SHORT])
+    assert rec.shaped and all(call["old"] is not None for call in rec.shaped)  # the branch that reads them ran
+    moved = 0
+    for call in rec.shaped:
+        mask = call["mask"].float()
+        h = -torch.exp(call["old"]) * call["old"]  # [B, T] -p log p of the sampled token, rollout policy
+        adv = call["adv"][:, None].expand_as(h)
+        expected = (adv + torch.minimum(0.7 * h, adv.abs() / 1.5)) * mask
+        torch.testing.assert_close(call["result"], expected, atol=1e-6, rtol=0)
+        moved += bool(((call["logps"] - call["old"]).abs() * mask).max() > 1e-3)
+    assert moved, "no micro-batch after an update: the test would not tell the two policies apart"
+
+
 def test_tracker_kl_without_a_kl_loss_under_lora(tmp_path_factory, tiny_policy_path):
     """LoRA keeps no reference copy: the tracker's own pass is the base with the adapters off (as TRL's)."""
     # no LoRA dropout: the loss's forward pass then gives exactly the rollout policy's log-probs

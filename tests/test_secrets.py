@@ -33,13 +33,18 @@ def test_redact_masks_env_values_url_passwords_and_key_parameters(monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("MY_SERVICE_TOKEN", "another-fake-token-1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a setting, not a key: "1" must stay readable
+    # named like a credential but too short to be a key (MIN_SECRET_CHARS = 8): a setting, kept readable
+    monkeypatch.setenv("DEBUG_TOKEN", "1")
+    monkeypatch.setenv("RETRY_TOKEN", "sevench")  # 7 characters: kept
+    monkeypatch.setenv("BATCH_TOKEN", "eightchr")  # 8: masked
     text = (f"key {FAKE['WANDB_API_KEY']} and {FAKE['HF_TOKEN']}; http://judge:{URL_PASSWORD}@127.0.0.1:8000/v1 "
-            f"https://host/v1?api_key=abc123&model=m&token=xyz; another-fake-token-1; step=1 lr=1e-6")
+            f"https://host/v1?api_key=abc123&model=m&token=xyz; another-fake-token-1; step=1 lr=1e-6 sevench eightchr")
     masked = redact(text)
     for secret in [*FAKE.values(), URL_PASSWORD, "abc123", "xyz", "another-fake-token-1"]:
         if secret in text:
             assert secret not in masked, secret
-    assert f"http://{MASK}@127.0.0.1:8000/v1" in masked and "model=m" in masked and "step=1 lr=1e-6" in masked
+    assert f"http://{MASK}@127.0.0.1:8000/v1" in masked and "model=m" in masked
+    assert masked.endswith(f"step=1 lr=1e-6 sevench {MASK}"), masked
     assert redact_data({"a": [f"x {FAKE['OPENAI_API_KEY']}", 3, None], "b": ("1",)}) == {"a": [f"x {MASK}", 3, None], "b": ("1",)}
     assert redact("train.max_steps=2 model=tiny http://127.0.0.1:8000/v1") == "train.max_steps=2 model=tiny http://127.0.0.1:8000/v1"
 
