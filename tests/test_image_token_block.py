@@ -17,7 +17,7 @@ from mssr_cli.training.trl_args import rollout_generation_kwargs
 
 
 def test_vllm_rollouts_get_the_references_logit_bias_and_hf_rollouts_nothing_extra():
-    model_config = SimpleNamespace(image_token_id=151655)
+    model_config = SimpleNamespace(config=SimpleNamespace(image_token_id=151655))  # a model: its config
     paper = compose(["experiment=paper_7b"]).train
     assert paper.block_image_token and paper.use_vllm
     assert rollout_generation_kwargs(paper, model_config) == {"logit_bias": {151655: -100.0}}

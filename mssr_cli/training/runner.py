@@ -264,7 +264,7 @@ def _build_trainer(cfg, folder, model, processor, train_set, reward_functions, c
     args = grpo_args(cfg, str(folder.checkpoints))
     args.learning_rate, args.beta = settings.lr, settings.kl_coef  # TRL's loss reads its beta from args.beta
     args.seed = args.data_seed = settings.seed  # data order; the rollouts' RNG: RLTrainer.reseed
-    args.generation_kwargs = rollout_generation_kwargs(cfg.train, model.config)
+    args.generation_kwargs = rollout_generation_kwargs(cfg.train, model)
     trainer = RLTrainer(
         model=model,
         reward_funcs=[trl_callable(f) for f in reward_functions],

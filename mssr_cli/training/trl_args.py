@@ -33,13 +33,13 @@ def reward_weights(reward_cfg) -> list[float]:
 IMAGE_TOKEN_BIAS = -100.0  # the reference's vLLM logit bias on the image placeholder (_get_logit_bias)
 
 
-def rollout_generation_kwargs(train, model_config) -> dict | None:
+def rollout_generation_kwargs(train, model) -> dict | None:
     """GRPOConfig.generation_kwargs: what TRL adds to its vLLM SamplingParams. With ``train.block_image_token`` and
     vLLM, the reference's -100 logit bias on the image token; otherwise nothing (TRL's HF rollouts suppress that
     token themselves, and these kwargs would also reach its GenerationConfig, which has no logit_bias)."""
     if not (train.block_image_token and train.use_vllm):
         return None
-    return {"logit_bias": {int(model_config.image_token_id): IMAGE_TOKEN_BIAS}}
+    return {"logit_bias": {int(model.config.image_token_id): IMAGE_TOKEN_BIAS}}
 
 
 def grpo_args(cfg, output_dir: str):
