@@ -145,7 +145,7 @@ def ablate(
 
 @app.command("eval")
 def evaluate(
-    benchmarks: Annotated[str, typer.Option("--benchmarks", help="Comma-separated: digits, mathvista, mathverse, mathvision, mmk12, r1_onevision_bench, hallusionbench, wemath, logicvista.")],
+    benchmarks: Annotated[str, typer.Option("--benchmarks", help="Comma-separated: digits, mathvista, mathverse, mathvision, mmk12, r1_onevision_bench, hallusionbench, wemath, logicvista, toy_noise, toy_thick, toy_rotate, toy_small, toy_invert; toy_suite is the five toy_* ones.")],
     model: Annotated[str | None, typer.Option("--model", help="A run folder, a local HF model folder, a Hub id, or a preset (tiny); default: the newest finished run under --runs-root.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N items of each benchmark.")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Local copies: benchmark NAME is read from DIR/NAME.")] = None,

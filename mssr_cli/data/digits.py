@@ -39,8 +39,13 @@ def split_indices(num_val: int = 300) -> DigitsSplit:
 
 def digit_image(pixels: np.ndarray, size: int) -> Image.Image:
     """An 8x8 sklearn digit (values 0..16, ink high) as a ``size`` x ``size`` RGB image, ink dark."""
+    return digit_grey(pixels, size).convert("RGB")
+
+
+def digit_grey(pixels: np.ndarray, size: int) -> Image.Image:
+    """``digit_image`` before the RGB conversion: one grey channel (mode L), 255 background, ink dark."""
     grey = (255 - pixels.reshape(8, 8) * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    return Image.fromarray(grey, mode="L").resize((size, size), Image.BILINEAR).convert("RGB")
+    return Image.fromarray(grey, mode="L").resize((size, size), Image.BILINEAR)
 
 
 def load_digits_split(split: str, image_size: int = 56, num_val: int = 300, limit: int | None = None):
@@ -48,7 +53,6 @@ def load_digits_split(split: str, image_size: int = 56, num_val: int = 300, limi
 
     ``id`` is the sklearn row index: stable across runs, epochs and splits.
     """
-    import datasets
     from sklearn.datasets import load_digits
 
     if split not in ("train", "validation"):
@@ -58,20 +62,23 @@ def load_digits_split(split: str, image_size: int = 56, num_val: int = 300, limi
     rows = parts.train if split == "train" else parts.val
     if limit is not None:
         rows = rows[:limit]
+    return question_rows([digit_image(raw.images[i], image_size) for i in rows],
+                         [str(int(raw.target[i])) for i in rows], [int(i) for i in rows])
+
+
+def question_rows(images: list, answers: list[str], ids: list[int], **extra: list[int]):
+    """Rows of the digits question (``QUESTION``, boxed answer) as a ``datasets.Dataset``: prompt, image,
+    answer, id, then any ``extra`` integer columns (built-in variants of the task, e.g. the toy suite)."""
+    import datasets
+
     features = datasets.Features(
         {
             "prompt": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
             "image": datasets.Image(),
             "answer": datasets.Value("string"),
             "id": datasets.Value("int64"),
+            **{name: datasets.Value("int64") for name in extra},
         }
     )
-    return datasets.Dataset.from_dict(
-        {
-            "prompt": [user_prompt(QUESTION) for _ in rows],
-            "image": [digit_image(raw.images[i], image_size) for i in rows],
-            "answer": [str(int(raw.target[i])) for i in rows],
-            "id": [int(i) for i in rows],
-        },
-        features=features,
-    )
+    columns = {"prompt": [user_prompt(QUESTION) for _ in ids], "image": images, "answer": answers, "id": ids}
+    return datasets.Dataset.from_dict({**columns, **extra}, features=features)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mssr_cli.data.prompts import BOXED_INSTRUCTION
+from mssr_cli.data.toy_suite import SHIFTS, TOY_SUITE, load_toy_benchmark
 from mssr_cli.evaluation.errors import UnknownBenchmarkError
 
 IMAGE_PLACEHOLDER = "<image>"  # lm-eval's placeholder: one per image, where the image goes
@@ -68,6 +69,7 @@ class Benchmark:
     keep: tuple[str, Callable[[object], bool]] | None = None  # (column, test): rows evaluated
     file_format: str = "parquet"  # or "tsv"
     strict: bool = False  # grade with the training reward (boxed / <answer> form only)
+    built_in: Callable[[int, int], object] | None = None  # (image_size, num_val) -> the documents (hub_id None)
 
     def prompt(self, doc: dict) -> str:
         """The prompt lm-eval and the hf backend send: the images (one placeholder each), then the text."""
@@ -195,6 +197,30 @@ def _digits_question(doc) -> str:
     return doc["prompt"][0]["content"]  # "Which digit is shown? Put the final answer in \boxed{}."
 
 
+def _digits_docs(image_size: int, num_val: int):
+    from mssr_cli.data.digits import load_digits_split
+
+    return load_digits_split("validation", image_size, num_val)
+
+
+def _toy(name: str) -> Benchmark:
+    """A toy-suite benchmark (``mssr_cli.data.toy_suite``): digits' question and grading on shifted held-out images."""
+    return Benchmark(
+        name=name,
+        hub_id=None,
+        config=None,
+        split="test",
+        local_files=(),
+        schema=f"built in: mssr_cli.data.toy_suite ({SHIFTS[name].shift} on the digits validation images)",
+        doc_id=lambda d: str(d["id"]),
+        question=_digits_question,
+        image_column="image",
+        gold=lambda d: d["answer"],
+        strict=True,
+        built_in=lambda image_size, num_val: load_toy_benchmark(name, image_size, num_val),
+    )
+
+
 def _mathvista_rules(doc) -> Rules:
     unit = _text(doc.get("unit")) or None
     if doc.get("question_type") == "multi_choice":
@@ -274,6 +300,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             image_column="image",
             gold=lambda d: d["answer"],
             strict=True,
+            built_in=_digits_docs,
         ),
         Benchmark(
             name="mathvista",
@@ -391,9 +418,11 @@ BENCHMARKS: dict[str, Benchmark] = {
             gold=lambda d: _text(d["answer"]).strip(),
             rules=lambda d: Rules(fallback="letter", multi_select=True),
         ),
+        *(_toy(name) for name in TOY_SUITE),
     )
 }
 BENCHMARK_NAMES: tuple[str, ...] = tuple(BENCHMARKS)
+SUITES: dict[str, tuple[str, ...]] = {"toy_suite": TOY_SUITE}  # one name for several benchmarks (--benchmarks, --eval)
 
 
 def get_benchmark(name: str) -> Benchmark:
@@ -403,14 +432,16 @@ def get_benchmark(name: str) -> Benchmark:
 
 
 def parse_benchmarks(names) -> list[str]:
-    """``"mathvista,mathverse"`` or a list of names -> checked names, in order, without repeats."""
+    """``"mathvista,mathverse"`` or a list of names -> checked names, in order, without repeats; a suite's name
+    (``SUITES``: ``toy_suite``) stands for its benchmarks."""
     if isinstance(names, str):
         names = names.split(",")
+    valid = f"valid names: {', '.join(BENCHMARK_NAMES)}; suites: {', '.join(SUITES)}"
     out: list[str] = []
     for name in (n.strip() for n in names):
-        if name and name not in out:
-            get_benchmark(name)
-            out.append(name)
+        if name and name not in BENCHMARKS and name not in SUITES:
+            raise UnknownBenchmarkError(f"unknown benchmark {name!r}; {valid}")
+        out.extend(b for b in SUITES.get(name, (name,)) if b and b not in out)
     if not out:
-        raise UnknownBenchmarkError(f"no benchmark given; valid names: {', '.join(BENCHMARK_NAMES)}")
+        raise UnknownBenchmarkError(f"no benchmark given; {valid}")
     return out

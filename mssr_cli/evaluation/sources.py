@@ -50,7 +50,7 @@ def find_local_files(benchmark: Benchmark, folder: Path) -> list[Path]:
 def load_docs(name: str, data_dir: Path | str | None = None, image_size: int = 56, num_val: int = 300):
     """``(documents, source)``: the benchmark's evaluated rows as a ``datasets.Dataset`` and where they came from.
 
-    ``image_size`` and ``num_val`` shape the built-in digits split (a run's ``data.*`` settings)."""
+    ``image_size`` and ``num_val`` shape the built-in benchmarks (digits, the toy suite) (a run's ``data.*`` settings)."""
     import datasets
 
     bars, verbosity = datasets.is_progress_bar_enabled(), datasets.logging.get_verbosity()
@@ -68,10 +68,8 @@ def load_docs(name: str, data_dir: Path | str | None = None, image_size: int = 5
 
 def _load_docs(name, data_dir, image_size, num_val):
     benchmark = get_benchmark(name)
-    if benchmark.hub_id is None:
-        from mssr_cli.data.digits import load_digits_split
-
-        return load_digits_split(benchmark.split, image_size, num_val), "built in"
+    if benchmark.built_in is not None:
+        return benchmark.built_in(image_size, num_val), "built in"
     reasons = []
     if data_dir is not None:
         folder = Path(data_dir).expanduser() / name
