@@ -16,10 +16,10 @@ from mssr_cli.evaluation.benchmarks import BENCHMARKS, parse_benchmarks
 # sha256 of every item's RGB pixels and answer, per benchmark, at the defaults (56 px, num_val 300): an item
 # must be the same image on every machine, so these hold everywhere (change them only with the suite's definition)
 DIGESTS = {
-    "toy_noise": "e9457a023b487913368474265a1f9561f892cca25836b992e2013c212e3a69cb",
     "toy_thick": "d16828548ad53ec12f3a30879d23435ac338eea7d9e6255c654e085d49d271d6",
+    "toy_noise": "bd4743de972ca431e8d402d6e78e024f1e2f974147908d2950f89b0fbfe69a70",
     "toy_rotate": "f7de4ca6fb300d736b1579d2368074abb17018f6d61dafd44af40adb8d3bc973",
-    "toy_small": "7abb82044e4da7ab145645de2c5c394c46a68ef6c28bff502edd0a4d6ad375ef",
+    "toy_small": "ff6eed1277598be692211b43d63d224104097ee3e67f47872c14f10b5b308741",
     "toy_invert": "b3a8bfaf2044b2db9e60beac4a725cb5fc0f9529efd5d6628487ec93162df707",
 }
 
@@ -150,9 +150,17 @@ def test_lm_eval_tag_toy_suite_is_the_five():
     assert sorted(manager.load(["toy_suite"])["tasks"]) == sorted(f"mssr_{name}" for name in TOY_SUITE)
 
 
+def test_task_files_state_the_shifts():
+    from mssr_cli.evaluation import TASKS_DIR
+
+    for name, shift in SHIFTS.items():
+        assert f"{shift.shift}: {shift.parameters};" in (TASKS_DIR / f"mssr_{name}.yaml").read_text(), name
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_plain_lm_eval_scores_the_suite_as_mssr_eval(tiny_policy_path, tmp_path):
     from test_eval_tasks import plain_lm_eval_matches_mssr_eval
 
     plain_lm_eval_matches_mssr_eval("toy_suite", list(TOY_SUITE), tiny_policy_path, tmp_path, limit=2)
+

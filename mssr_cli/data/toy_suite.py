@@ -1,9 +1,9 @@
 """The toy generalization suite: the digits question on held-out digit images, each shifted away from training.
 
-Five benchmarks, one shift each (``SHIFTS``; drawn by ``toy_shifts``): additive noise, thicker strokes,
-rotation, a smaller digit somewhere in the frame, inverted contrast. Every item asks ``digits``'
-question ("Which digit is shown?", boxed answer), so a model trained on ``digits`` is graded as its
-``val/accuracy`` is.
+Five benchmarks, one shift each (``SHIFTS``, drawn by ``toy_shifts``; easiest first on a toy run):
+thicker strokes, additive noise, rotation, a smaller digit somewhere in the frame, inverted
+contrast. Every item asks ``digits``' question ("Which digit is shown?", boxed answer), so a model
+trained on ``digits`` is graded as its ``val/accuracy`` is.
 
 Images: only the digits validation split (``digits.split_indices(num_val).val``: 300 of sklearn's
 1,797 images at the run's default ``data.num_val``), never a training image. No run trains on them:
@@ -23,10 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 NUM_ITEMS = 300  # items per benchmark: every validation image once at the default data.num_val
-NOISE = 96  # toy_noise's amplitude, in grey levels
+NOISE = 96  # toy_noise's amplitude, in grey levels, per block of the digit's 8x8 grid
 DEGREES = (15, 20, 25, 30)  # toy_rotate's angles (either way)
 RADIUS_AT_56 = 3  # toy_thick's filter radius, in px of a 56 px image
-EIGHTHS = (3, 4)  # toy_small's smallest and largest side, in eighths of the frame's
+EIGHTHS = (5, 7)  # toy_small's smallest and largest side, in eighths of the frame's
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,10 @@ class Shift:
 SHIFTS: dict[str, Shift] = {
     s.name: s
     for s in (
-        Shift("toy_noise", 2301, "additive noise", f"uniform integer per pixel in [-{NOISE}, {NOISE}], clipped",
-              "noise", {"amplitude": NOISE}),
         Shift("toy_thick", 2302, "thicker strokes", f"min filter {2 * RADIUS_AT_56 + 1}x{2 * RADIUS_AT_56 + 1} px "
               "(at 56 px)", "thick", {"radius_at_56": RADIUS_AT_56}),
+        Shift("toy_noise", 2301, "additive noise", f"uniform integer in [-{NOISE}, {NOISE}] per 7x7 px block (one per "
+              "digit pixel), clipped", "noise", {"amplitude": NOISE}),
         Shift("toy_rotate", 2303, "rotation", f"±{', '.join(map(str, DEGREES))} degrees, nearest pixel", "rotate",
               {"degrees": DEGREES}),
         Shift("toy_small", 2304, "scale and position", f"side {EIGHTHS[0]}/8 to {EIGHTHS[1]}/8 of the frame, "
