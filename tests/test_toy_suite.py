@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,6 +157,22 @@ def test_task_files_state_the_shifts():
 
     for name, shift in SHIFTS.items():
         assert f"{shift.shift}: {shift.parameters};" in (TASKS_DIR / f"mssr_{name}.yaml").read_text(), name
+
+
+def test_readme_pictures_are_the_items(tmp_path):
+    # bench/toy_suite_examples.py drew docs/toy_suite_*.png: they must still be what the suite draws
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "bench" / "toy_suite_examples.py"), "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("digits", *TOY_SUITE):
+        drawn, committed = (np.asarray(Image.open(folder / f"toy_suite_{name}.png")) for folder in (tmp_path, root / "docs"))
+        assert np.array_equal(drawn, committed), name
 
 
 @pytest.mark.slow

@@ -8,7 +8,8 @@ trained on ``digits`` is graded as its ``val/accuracy`` is.
 Images: only the digits validation split (``digits.split_indices(num_val).val``: 300 of sklearn's
 1,797 images at the run's default ``data.num_val``), never a training image. No run trains on them:
 ``digits`` trains on the other split, ``digit_sum`` composes its training sums from that other split
-too, and the tiny model's warm start reads 100 of them only to decide when to stop (no gradient).
+too, and the tiny model's warm start reads 100 of them only to decide when to stop (no gradient); a
+run's ``val/accuracy`` is measured on them (and the collapse detector's ``val_drop`` may stop a run).
 They are the ``digits`` benchmark's images, unshifted: sklearn holds no digit image outside the two
 splits, so no pool disjoint from validation too exists.
 
