@@ -22,7 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from mssr_cli.executors.planned import record_failure
+from mssr_cli.executors.planned import last_line, record_failure
 
 POLL_S = 0.5
 # the job's one training process: a module global, not an attribute, so that TrainJob stays picklable (submitit
@@ -88,11 +88,9 @@ class CommandJob:
             while (code := _CHILD.poll()) is None:  # polled, not wait(): checkpoint() may run meanwhile (a signal)
                 time.sleep(POLL_S)
         if code != 0:
-            text = stderr.read_text(errors="replace")
             if node != 0:  # node 0's log is the run's: one error.log, not one per node racing for it
-                raise TrainFailed(f"node {node}: exit {code}: {text.strip().splitlines()[-1] if text.strip() else 'no output'} "
-                                  f"(full log: {stderr})")
-            raise TrainFailed(record_failure(Path(self.run_folder), text, code))
+                raise TrainFailed(f"node {node}: exit {code}: {last_line(stderr)} (full log: {stderr})")
+            raise TrainFailed(record_failure(Path(self.run_folder), stderr.read_text(errors="replace"), code))
         stderr.unlink(missing_ok=True)
         return code
 
